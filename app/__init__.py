@@ -1,0 +1,47 @@
+"""Readwire: a cache-heavy, read-mostly feed API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from app.config import load_settings
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """Application factory: settings from the environment, then the small register_* steps."""
+    app = Flask(__name__)
+    app.config.from_mapping(load_settings(overrides))
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_commands(app)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    from app.extensions import cache, db, migrate
+    from app import models  # noqa: F401  (registers the tables for Alembic)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"), render_as_batch=True)
+    cache.init_app(app)
+
+
+def register_blueprints(app: Flask) -> None:
+    from app.api import register_api
+
+    register_api(app)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    from app.errors import register_error_handlers
+
+    register_error_handlers(app)
+
+
+def register_commands(app: Flask) -> None:
+    from app.cli import register_cli
+
+    register_cli(app)

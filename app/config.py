@@ -1,0 +1,84 @@
+"""Settings: one object, read from the environment once; tests pass their own overrides."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+INSTANCE_DIR = Path(os.environ.get("READWIRE_INSTANCE_DIR", Path(__file__).resolve().parent.parent / "instance"))
+
+
+def _dev_secret() -> str:
+    """A per-checkout random secret for the embedded default only (kept in instance/)."""
+    path = INSTANCE_DIR / "dev-secret"
+    if path.exists():
+        return path.read_text().strip()
+    INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    path.write_text(value)
+    path.chmod(0o600)
+    return value
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build the Flask config mapping from the environment plus explicit overrides."""
+    env = os.environ
+    database_url = env.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'readwire.sqlite3'}"
+    # psycopg 3 is the driver for PostgreSQL; accept the common postgres:// spellings.
+    for prefix in ("postgres://", "postgresql://"):
+        if database_url.startswith(prefix):
+            database_url = "postgresql+psycopg://" + database_url[len(prefix) :]
+    redis_url = env.get("REDIS_URL")
+    embedded = database_url.startswith("sqlite")
+    secret = env.get("SECRET_KEY")
+    if not secret:
+        if not embedded:
+            raise RuntimeError("SECRET_KEY must be set when DATABASE_URL points at a real database")
+        secret = _dev_secret()
+
+    settings: dict[str, Any] = {
+        "SECRET_KEY": secret,
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_RECORD_QUERIES": False,
+        "SQLALCHEMY_ENGINE_OPTIONS": {}
+        if embedded
+        else {
+            # Sized per worker process: gevent workers multiplex many greenlets over this pool;
+            # requests hold a connection only for their queries (a few ms), so 10 + 10 overflow
+            # covers bursts without exhausting max_connections (100) at 4 workers.
+            "pool_size": _int("DB_POOL_SIZE", 10),
+            "max_overflow": _int("DB_MAX_OVERFLOW", 10),
+            # Fail fast instead of queueing forever when the pool is exhausted.
+            "pool_timeout": float(env.get("DB_POOL_TIMEOUT", 2.0)),
+            "pool_pre_ping": False,  # a dead connection raises and is retried by the pool's invalidation
+            "pool_recycle": 1800,
+            "connect_args": {
+                "connect_timeout": _int("DB_CONNECT_TIMEOUT", 2),
+                # A runaway query must not hold a worker: reads are milliseconds.
+                "options": f"-c statement_timeout={_int('DB_STATEMENT_TIMEOUT_MS', 5000)}",
+            },
+        },
+        "CACHE_TYPE": "RedisCache" if redis_url else "SimpleCache",
+        "CACHE_REDIS_URL": redis_url,
+        "CACHE_DEFAULT_TIMEOUT": 300,
+        # Canonical site for post permalinks (`url` field); never derived from the request.
+        "SITE_URL": env.get("SITE_URL", "https://readwire.example").rstrip("/"),
+        # Absolute base for Link headers; empty means "derive from the request's host".
+        "PUBLIC_BASE_URL": env.get("PUBLIC_BASE_URL", "").rstrip("/"),
+        "PAGE_LIMIT_DEFAULT": 20,
+        "PAGE_LIMIT_MAX": 100,
+        "BULK_IDS_MAX": 100,
+        "TAGS_LIMIT_DEFAULT": 100,
+        "TAGS_LIMIT_MAX": 500,
+        "EMBEDDED": embedded,
+        "JSON_SORT_KEYS": False,
+    }
+    if overrides:
+        settings.update(overrides)
+    return settings

@@ -1,0 +1,10 @@
+"""SQLAlchemy models; importing this package registers every table on the metadata."""
+
+from __future__ import annotations
+
+from app.models.author import Author
+from app.models.comment import Comment
+from app.models.post import Post, PostTag
+from app.models.taxonomy import Category, Tag
+
+__all__ = ["Author", "Category", "Comment", "Post", "PostTag", "Tag"]

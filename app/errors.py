@@ -1,9 +1,137 @@
-"""problem+json handlers (placeholder, filled in next)."""
+"""problem+json (RFC 9457) for every error the API can answer; never a stack trace."""
 
 from __future__ import annotations
 
-from flask import Flask
+import logging
+from typing import Any
+
+import orjson
+from flask import Flask, Response
+from sqlalchemy.exc import DBAPIError, TimeoutError as PoolTimeout
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MIMETYPE = "application/problem+json"
+# Seconds a client should wait before retrying a 503 (database unreachable).
+UNAVAILABLE_RETRY_AFTER = 5
+
+_CODES_BY_STATUS = {
+    400: "invalid_parameter",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_failed",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """An error the API answers on purpose, with a stable machine-readable code."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        title: str | None = None,
+        errors: dict[str, list[str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.title = title or code.replace("_", " ").capitalize()
+        self.errors = errors
+        self.headers = headers or {}
+
+
+def invalid_parameter(detail: str, errors: dict[str, list[str]] | None = None) -> ApiError:
+    return ApiError(400, "invalid_parameter", detail, title="Invalid parameter", errors=errors)
+
+
+def invalid_cursor(detail: str = "The cursor is malformed, tampered with or expired.") -> ApiError:
+    return ApiError(400, "invalid_cursor", detail, title="Invalid cursor", errors={"cursor": [detail]})
+
+
+def not_found(detail: str) -> ApiError:
+    return ApiError(404, "not_found", detail, title="Not found")
+
+
+def unavailable(detail: str = "The service is temporarily unavailable; retry later.") -> ApiError:
+    return ApiError(
+        503,
+        "unavailable",
+        detail,
+        title="Service unavailable",
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+    )
+
+
+def problem_response(err: ApiError) -> Response:
+    body: dict[str, Any] = {
+        "type": f"/problems/{err.code}",
+        "title": err.title,
+        "status": err.status,
+        "detail": err.detail,
+        "code": err.code,
+    }
+    if err.errors:
+        body["errors"] = err.errors
+    response = Response(orjson.dumps(body), status=err.status, mimetype=PROBLEM_MIMETYPE)
+    response.headers.update(err.headers)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _from_http_exception(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    code = _CODES_BY_STATUS.get(status, "error" if status >= 500 else "bad_request")
+    detail = exc.description or exc.name
+    if status == 404:
+        detail = "No resource lives at this URL."
+    err = ApiError(status, code, detail)
+    response = problem_response(err)
+    if status == 405 and exc.get_response().headers.get("Allow"):
+        response.headers["Allow"] = exc.get_response().headers["Allow"]
+    return response
+
+
+def _from_database_error(exc: Exception) -> Response:
+    log.warning("database unavailable: %s", type(exc).__name__)
+    return problem_response(unavailable())
+
+
+def _from_unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error")
+    return problem_response(
+        ApiError(500, "internal_error", "The server failed to answer this request.", title="Internal server error")
+    )
 
 
 def register_error_handlers(app: Flask) -> None:
-    pass
+    app.register_error_handler(ApiError, problem_response)
+    app.register_error_handler(HTTPException, _from_http_exception)
+    # Connection-level failures (server down, pool exhausted) are a 503, not a 500.
+    app.register_error_handler(PoolTimeout, _from_database_error)
+    app.register_error_handler(DBAPIError, _database_or_unexpected)
+    app.register_error_handler(Exception, _from_unexpected)
+
+
+def _database_or_unexpected(exc: DBAPIError) -> Response:
+    if exc.connection_invalidated or _is_operational(exc):
+        return _from_database_error(exc)
+    return _from_unexpected(exc)
+
+
+def _is_operational(exc: DBAPIError) -> bool:
+    from sqlalchemy.exc import OperationalError
+
+    return isinstance(exc, OperationalError)

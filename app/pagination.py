@@ -1,0 +1,131 @@
+"""Signed opaque keyset cursors and the page envelope (body meta and RFC 8288 Link header).
+
+A cursor is base64url(version | direction | position micros | id | scope) + a truncated
+HMAC-SHA256. It is deterministic (no issue time), so one position always yields one cursor
+string and one cache key, whoever asks. The scope binds it to the list it came from.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import struct
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+from app.errors import invalid_cursor
+
+Direction = Literal["next", "prev"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+_HEAD = struct.Struct(">BBqq")  # version, direction, position (µs since epoch), id
+_VERSION = 1
+_MAC_BYTES = 12
+_DIRECTIONS: dict[int, Direction] = {0: "next", 1: "prev"}
+_DIRECTION_BYTES = {"next": 0, "prev": 1}
+_MAX_TOKEN_CHARS = 200
+
+# Positions that bracket every real item: the first page of a walk starts "after" TOP,
+# and a poller on an empty list resumes from BOTTOM.
+TOP = (datetime(9999, 12, 31, tzinfo=UTC), 2**62)
+BOTTOM = (_EPOCH, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    direction: Direction
+    position: datetime
+    id: int
+
+
+def to_micros(value: datetime) -> int:
+    if value.tzinfo is None:  # SQLite hands back naive UTC
+        value = value.replace(tzinfo=UTC)
+    return (value - _EPOCH) // _ONE_US
+
+
+class CursorCodec:
+    """Encodes and verifies cursors with a key derived from the app's SECRET_KEY."""
+
+    def __init__(self, secret: str) -> None:
+        self._key = hashlib.sha256(b"readwire/cursor/v1:" + secret.encode()).digest()
+
+    def _mac(self, payload: bytes) -> bytes:
+        return hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+
+    def encode(self, scope: str, direction: Direction, position: datetime, item_id: int) -> str:
+        payload = _HEAD.pack(_VERSION, _DIRECTION_BYTES[direction], to_micros(position), item_id) + scope.encode()
+        return base64.urlsafe_b64encode(payload + self._mac(payload)).rstrip(b"=").decode()
+
+    def decode(self, token: str, scope: str) -> Cursor:
+        """Return the cursor, or raise the contract's 400 invalid_cursor for anything off."""
+        if not token or len(token) > _MAX_TOKEN_CHARS:
+            raise invalid_cursor()
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except ValueError:
+            raise invalid_cursor() from None
+        payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
+        if len(payload) < _HEAD.size or not hmac.compare_digest(mac, self._mac(payload)):
+            raise invalid_cursor()
+        version, direction, micros, item_id = _HEAD.unpack_from(payload)
+        if version != _VERSION or direction not in _DIRECTIONS or payload[_HEAD.size :] != scope.encode():
+            raise invalid_cursor()
+        try:
+            position = _EPOCH + timedelta(microseconds=micros)
+        except OverflowError:
+            raise invalid_cursor() from None
+        return Cursor(_DIRECTIONS[direction], position, item_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One keyset page as a service returns it: items in display order, and whether more
+    items lie beyond it in the direction it was fetched."""
+
+    items: list[dict[str, Any]]
+    has_more: bool
+    direction: Direction
+    sort_field: str
+
+
+def page_cursors(
+    codec: CursorCodec, scope: str, page: Page, after: Cursor | None, growing: Direction
+) -> tuple[str | None, str | None]:
+    """(next, prev) cursors for a page.
+
+    `growing` is the end where new items appear (prev for newest-first feeds, next for
+    oldest-first comments). The cursor toward it is always present, even on an empty page,
+    so a poller can resume; the cursor toward the fixed end is present only while items
+    remain that way.
+    """
+    fixed: Direction = "next" if growing == "prev" else "prev"
+    items, key = page.items, page.sort_field
+    cursors: dict[str, str | None] = {}
+    if items:
+        edges = {"prev": items[0], "next": items[-1]}
+        cursors[growing] = codec.encode(scope, growing, edges[growing][key], edges[growing]["id"])
+        more_fixed = page.has_more if page.direction == fixed else True
+        edge = edges[fixed]
+        cursors[fixed] = codec.encode(scope, fixed, edge[key], edge["id"]) if more_fixed else None
+    else:
+        position = (after.position, after.id) if after else BOTTOM
+        cursors[growing] = codec.encode(scope, growing, *position)
+        came_from_fixed_end = after is not None and after.direction == growing
+        cursors[fixed] = codec.encode(scope, fixed, *position) if came_from_fixed_end else None
+    return cursors["next"], cursors["prev"]
+
+
+def link_header(base_url: str, args: dict[str, str], next_cursor: str | None, prev_cursor: str | None) -> str:
+    """RFC 8288 Link value with absolute URLs that keep every other query parameter."""
+    links = []
+    for rel, cursor in (("next", next_cursor), ("prev", prev_cursor)):
+        if cursor is None:
+            continue
+        query = urlencode({**{k: v for k, v in args.items() if k != "cursor"}, "cursor": cursor})
+        links.append(f'<{base_url}?{query}>; rel="{rel}"')
+    return ", ".join(links)

@@ -1,0 +1,1 @@
+"""marshmallow schemas for input validation, built once at import."""

@@ -1,0 +1,65 @@
+"""Comment reads: one post's thread, oldest first, keyset on (created_at, id)."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Select, bindparam, select, tuple_
+
+from app.extensions import db
+from app.models import Author, Comment
+from app.pagination import BOTTOM, Cursor, Page
+
+_COLUMNS = (
+    Comment.id,
+    Comment.post_id,
+    Author.id,
+    Author.username,
+    Author.display_name,
+    Author.avatar_url,
+    Comment.body,
+    Comment.created_at,
+)
+
+
+@cache
+def _thread_statement(direction: str) -> Select[Any]:
+    key = (Comment.created_at, Comment.id)
+    position = tuple_(
+        bindparam("position", type_=Comment.created_at.type), bindparam("item_id", type_=Comment.id.type)
+    )
+    # The author is many-to-one: joined into the same statement, one row per comment.
+    stmt = (
+        select(*_COLUMNS)
+        .join(Author, Author.id == Comment.author_id)
+        .where(Comment.post_id == bindparam("post_id"))
+    )
+    if direction == "next":
+        stmt = stmt.where(tuple_(*key) > position).order_by(key[0].asc(), key[1].asc())
+    else:
+        stmt = stmt.where(tuple_(*key) < position).order_by(key[0].desc(), key[1].desc())
+    return stmt.limit(bindparam("row_limit"))
+
+
+def comments_page(post_id: int, after: Cursor | None, limit: int) -> Page:
+    """One page of a post's comments in (created_at ASC, id ASC) order."""
+    direction = after.direction if after else "next"
+    position, item_id = (after.position, after.id) if after else BOTTOM
+    params = {"post_id": post_id, "position": position, "item_id": item_id, "row_limit": limit + 1}
+    rows = db.session.execute(_thread_statement(direction), params).all()
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    if direction == "prev":
+        rows.reverse()
+    items = [
+        {
+            "id": cid,
+            "post_id": pid,
+            "author": {"id": aid, "username": username, "display_name": display_name, "avatar_url": avatar_url},
+            "body": body,
+            "created_at": created_at,
+        }
+        for cid, pid, aid, username, display_name, avatar_url, body, created_at in rows
+    ]
+    return Page(items, has_more, direction, "created_at")

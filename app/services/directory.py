@@ -1,0 +1,74 @@
+"""Categories, tags and authors: slug lookups for feed scopes and the directory lists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import bindparam, select
+
+from app.extensions import db
+from app.models import Author, Category, Tag
+
+_CATEGORY_ID = select(Category.id).where(Category.slug == bindparam("slug"))
+_TAG_ID = select(Tag.id).where(Tag.slug == bindparam("slug"))
+_AUTHOR_ID = select(Author.id).where(Author.username == bindparam("username"))
+_CATEGORIES = select(Category.id, Category.slug, Category.name, Category.post_count).order_by(
+    Category.name, Category.id
+)
+# Served by ix_tags_popularity: the top N without sorting the table.
+_TOP_TAGS = (
+    select(Tag.id, Tag.slug, Tag.name, Tag.post_count)
+    .order_by(Tag.post_count.desc(), Tag.id)
+    .limit(bindparam("row_limit"))
+)
+_AUTHOR = select(
+    Author.id,
+    Author.username,
+    Author.display_name,
+    Author.avatar_url,
+    Author.bio,
+    Author.created_at,
+    Author.post_count,
+).where(Author.username == bindparam("username"))
+
+
+def category_id(slug: str) -> int | None:
+    return db.session.execute(_CATEGORY_ID, {"slug": slug}).scalar()
+
+
+def tag_id(slug: str) -> int | None:
+    return db.session.execute(_TAG_ID, {"slug": slug}).scalar()
+
+
+def author_id(username: str) -> int | None:
+    return db.session.execute(_AUTHOR_ID, {"username": username}).scalar()
+
+
+def list_categories() -> list[dict[str, Any]]:
+    return [
+        {"id": cid, "slug": slug, "name": name, "post_count": count}
+        for cid, slug, name, count in db.session.execute(_CATEGORIES)
+    ]
+
+
+def list_tags(limit: int) -> list[dict[str, Any]]:
+    return [
+        {"id": tid, "slug": slug, "name": name, "post_count": count}
+        for tid, slug, name, count in db.session.execute(_TOP_TAGS, {"row_limit": limit})
+    ]
+
+
+def get_author(username: str) -> dict[str, Any] | None:
+    row = db.session.execute(_AUTHOR, {"username": username}).first()
+    if row is None:
+        return None
+    aid, uname, display_name, avatar_url, bio, created_at, post_count = row
+    return {
+        "id": aid,
+        "username": uname,
+        "display_name": display_name,
+        "avatar_url": avatar_url,
+        "bio": bio,
+        "created_at": created_at,
+        "post_count": post_count,
+    }

@@ -1,0 +1,169 @@
+"""Post reads: the feeds (keyset), post detail and bulk get.
+
+Hot paths select the columns they need with Core statements built once per shape (the
+compiled-statement cache then skips compilation), and build plain dicts: no ORM entities,
+no marshmallow dump. A page is at most three statements: scope lookup (in the view's
+service), the page itself, and the tags of the page's posts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any, Literal
+
+from flask import current_app
+from sqlalchemy import Row, Select, and_, bindparam, literal_column, select, tuple_
+
+from app.extensions import db
+from app.models import Author, Category, Post, PostTag, Tag
+from app.pagination import TOP, Cursor, Page
+
+ScopeKind = Literal["all", "category", "tag", "author"]
+
+# Matches the partial feed indexes' predicate as literals (a bound parameter would stop the
+# planner from proving the index predicate once psycopg switches to prepared statements).
+VISIBLE = and_(Post.status == literal_column("'published'"), Post.deleted_at.is_(None))
+
+AUTHOR_COLUMNS = (Author.id, Author.username, Author.display_name, Author.avatar_url)
+LIST_COLUMNS = (
+    Post.id,
+    Post.slug,
+    Post.title,
+    Post.summary,
+    Post.published_at,
+    Post.updated_at,
+    Post.comment_count,
+    *AUTHOR_COLUMNS,
+    Category.id,
+    Category.slug,
+    Category.name,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedScope:
+    kind: ScopeKind
+    id: int = 0
+
+    @property
+    def cursor_scope(self) -> str:
+        return self.kind if self.kind == "all" else f"{self.kind}:{self.id}"
+
+
+def _with_joins(stmt: Select[Any]) -> Select[Any]:
+    # Many-to-one joins (author, category) ride along in the page statement: one row per post.
+    return stmt.join(Author, Author.id == Post.author_id).join(Category, Category.id == Post.category_id)
+
+
+@cache
+def _feed_statement(kind: ScopeKind, direction: str) -> Select[Any]:
+    """The page statement for one scope kind and walk direction (built once, then reused)."""
+    position = tuple_(bindparam("position", type_=Post.published_at.type), bindparam("item_id", type_=Post.id.type))
+    if kind == "tag":
+        key = (PostTag.published_at, PostTag.post_id)
+        stmt = _with_joins(select(*LIST_COLUMNS).select_from(PostTag).join(Post, Post.id == PostTag.post_id))
+        stmt = stmt.where(PostTag.tag_id == bindparam("scope_id"), PostTag.published_at.is_not(None), VISIBLE)
+    else:
+        key = (Post.published_at, Post.id)
+        stmt = _with_joins(select(*LIST_COLUMNS).select_from(Post)).where(VISIBLE)
+        if kind == "category":
+            stmt = stmt.where(Post.category_id == bindparam("scope_id"))
+        elif kind == "author":
+            stmt = stmt.where(Post.author_id == bindparam("scope_id"))
+    if direction == "next":
+        stmt = stmt.where(tuple_(*key) < position).order_by(key[0].desc(), key[1].desc())
+    else:
+        stmt = stmt.where(tuple_(*key) > position).order_by(key[0].asc(), key[1].asc())
+    return stmt.limit(bindparam("row_limit"))
+
+
+_TAGS_OF_POSTS = (
+    select(PostTag.post_id, Tag.id, Tag.slug, Tag.name)
+    .join(Tag, Tag.id == PostTag.tag_id)
+    .where(PostTag.post_id.in_(bindparam("post_ids", expanding=True)))
+    .order_by(PostTag.post_id, Tag.slug)
+)
+
+
+def _post_dict(row: Row[Any], site_url: str, body: str | None = None) -> dict[str, Any]:
+    (pid, slug, title, summary, published_at, updated_at, comment_count,
+     aid, username, display_name, avatar_url, cid, cslug, cname) = row[:14]  # fmt: skip
+    item: dict[str, Any] = {
+        "id": pid,
+        "slug": slug,
+        "title": title,
+        "summary": summary,
+    }
+    if body is not None:
+        item["body"] = body
+    item.update(
+        url=f"{site_url}/posts/{slug}",
+        published_at=published_at,
+        updated_at=updated_at,
+        author={"id": aid, "username": username, "display_name": display_name, "avatar_url": avatar_url},
+        category={"id": cid, "slug": cslug, "name": cname},
+        tags=[],
+        comment_count=comment_count,
+    )
+    return item
+
+
+def _attach_tags(items: Sequence[dict[str, Any]]) -> None:
+    """Fill each item's tags with one statement for the whole page (never one per post)."""
+    if not items:
+        return
+    by_id = {item["id"]: item for item in items}
+    for post_id, tag_id, slug, name in db.session.execute(_TAGS_OF_POSTS, {"post_ids": list(by_id)}):
+        by_id[post_id]["tags"].append({"id": tag_id, "slug": slug, "name": name})
+
+
+def feed_page(scope: FeedScope, after: Cursor | None, limit: int) -> Page:
+    """One page of a feed, newest first, in (published_at DESC, id DESC) order."""
+    direction = after.direction if after else "next"
+    position, item_id = (after.position, after.id) if after else TOP
+    params = {"position": position, "item_id": item_id, "row_limit": limit + 1, "scope_id": scope.id}
+    rows = db.session.execute(_feed_statement(scope.kind, direction), params).all()
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    if direction == "prev":
+        rows.reverse()
+    site_url = current_app.config["SITE_URL"]
+    items = [_post_dict(row, site_url) for row in rows]
+    _attach_tags(items)
+    return Page(items, has_more, direction, "published_at")
+
+
+_POST_DETAIL = _with_joins(select(*LIST_COLUMNS, Post.body).select_from(Post)).where(
+    Post.id == bindparam("post_id"), VISIBLE
+)
+_POSTS_BY_IDS = _with_joins(select(*LIST_COLUMNS).select_from(Post)).where(
+    Post.id.in_(bindparam("post_ids", expanding=True)), VISIBLE
+)
+
+
+def get_post(post_id: int) -> dict[str, Any] | None:
+    """One visible post with its body, or None when it is missing or hidden."""
+    row = db.session.execute(_POST_DETAIL, {"post_id": post_id}).first()
+    if row is None:
+        return None
+    item = _post_dict(row, current_app.config["SITE_URL"], body=row[14])
+    _attach_tags([item])
+    return item
+
+
+def get_posts(ids: list[int]) -> list[dict[str, Any]]:
+    """Visible posts among `ids`, in the order asked; missing or hidden ids are left out."""
+    site_url = current_app.config["SITE_URL"]
+    found = {row[0]: _post_dict(row, site_url) for row in db.session.execute(_POSTS_BY_IDS, {"post_ids": ids})}
+    items = [found[i] for i in ids if i in found]
+    _attach_tags(items)
+    return items
+
+
+def is_visible(post_id: int) -> bool:
+    return db.session.execute(select(Post.id).where(Post.id == post_id, VISIBLE)).first() is not None
+
+

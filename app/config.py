@@ -29,14 +29,19 @@ def _int(name: str, default: int) -> int:
 def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build the Flask config mapping from the environment plus explicit overrides."""
     env = os.environ
-    database_url = env.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'readwire.sqlite3'}"
+    overrides = overrides or {}
+    database_url = (
+        overrides.get("SQLALCHEMY_DATABASE_URI")
+        or env.get("DATABASE_URL")
+        or f"sqlite:///{INSTANCE_DIR / 'readwire.sqlite3'}"
+    )
     # psycopg 3 is the driver for PostgreSQL; accept the common postgres:// spellings.
     for prefix in ("postgres://", "postgresql://"):
         if database_url.startswith(prefix):
             database_url = "postgresql+psycopg://" + database_url[len(prefix) :]
     redis_url = env.get("REDIS_URL")
     embedded = database_url.startswith("sqlite")
-    secret = env.get("SECRET_KEY")
+    secret = overrides.get("SECRET_KEY") or env.get("SECRET_KEY")
     if not secret:
         if not embedded:
             raise RuntimeError("SECRET_KEY must be set when DATABASE_URL points at a real database")
@@ -79,6 +84,5 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "EMBEDDED": embedded,
         "JSON_SORT_KEYS": False,
     }
-    if overrides:
-        settings.update(overrides)
+    settings.update({k: v for k, v in overrides.items() if k != "SQLALCHEMY_DATABASE_URI"})
     return settings

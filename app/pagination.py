@@ -94,29 +94,34 @@ class Page:
 
 
 def page_cursors(
-    codec: CursorCodec, scope: str, page: Page, after: Cursor | None, growing: Direction
+    codec: CursorCodec, scope: str, page: Page, after: Cursor | None, growing: Direction | None
 ) -> tuple[str | None, str | None]:
     """(next, prev) cursors for a page.
 
-    `growing` is the end where new items appear (prev for newest-first feeds, next for
-    oldest-first comments). The cursor toward it is always present, even on an empty page,
-    so a poller can resume; the cursor toward the fixed end is present only while items
-    remain that way.
+    `growing` names the end where new items appear (prev for newest-first feeds). The cursor
+    toward it is always present, even on an empty page, so a poller can resume. Toward any
+    other end a cursor is present only while items may remain that way: in the direction
+    the page was fetched, when more rows were found; in the other, when the walk came from
+    there (any cursor was given).
     """
-    fixed: Direction = "next" if growing == "prev" else "prev"
     items, key = page.items, page.sort_field
+    edges = {"prev": items[0], "next": items[-1]} if items else {}
+    origin = (after.position, after.id) if after else BOTTOM
     cursors: dict[str, str | None] = {}
-    if items:
-        edges = {"prev": items[0], "next": items[-1]}
-        cursors[growing] = codec.encode(scope, growing, edges[growing][key], edges[growing]["id"])
-        more_fixed = page.has_more if page.direction == fixed else True
-        edge = edges[fixed]
-        cursors[fixed] = codec.encode(scope, fixed, edge[key], edge["id"]) if more_fixed else None
-    else:
-        position = (after.position, after.id) if after else BOTTOM
-        cursors[growing] = codec.encode(scope, growing, *position)
-        came_from_fixed_end = after is not None and after.direction == growing
-        cursors[fixed] = codec.encode(scope, fixed, *position) if came_from_fixed_end else None
+    for direction in ("next", "prev"):
+        if direction == growing:
+            present = True
+        elif direction == page.direction:
+            present = bool(items) and page.has_more
+        else:
+            present = after is not None
+        if not present:
+            cursors[direction] = None
+        elif items:
+            edge = edges[direction]
+            cursors[direction] = codec.encode(scope, direction, edge[key], edge["id"])  # type: ignore[arg-type]
+        else:
+            cursors[direction] = codec.encode(scope, direction, *origin)  # type: ignore[arg-type]
     return cursors["next"], cursors["prev"]
 
 

@@ -40,4 +40,4 @@ def post_comments(post_id: int) -> Response:
     scope = f"comments:{post_id}"
     after = decode_cursor(params.get("cursor"), scope)
     page = comments_page(post_id, after, params["limit"])
-    return paginated_response(page, scope, after, params, growing="next")
+    return paginated_response(page, scope, after, params, growing=None)

@@ -49,7 +49,7 @@ class StrictQuery(Schema):
 
 class PageQuery(StrictQuery):
     limit = fields.Integer(load_default=20, validate=validate.Range(1, 100))
-    cursor = fields.String(validate=validate.Length(1, 200))
+    cursor = fields.String()  # checked (length, signature, scope) by the cursor codec
 
 
 class BulkPostsQuery(StrictQuery):

@@ -1,0 +1,130 @@
+"""Test harness: a throwaway PostgreSQL server for the whole run (or TEST_DATABASE_URL), the
+schema built by the Alembic migrations, a seeded dataset, and per-test rollback."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+
+from app import create_app
+from app.extensions import db
+from devstack.servers import Postgres
+
+REPO = Path(__file__).resolve().parent.parent
+SECRET = "test-secret-not-for-production"
+BASE_POSTS = 400  # the shared dataset: big enough for multi-page walks in every feed
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server for this run: TEST_DATABASE_URL when given, else a throwaway one."""
+    given = os.environ.get("TEST_DATABASE_URL")
+    if given:
+        yield given
+        return
+    server = Postgres.start(tmp_path_factory.mktemp("pg"))
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def make_database(pg_admin_url: str) -> Iterator[object]:
+    """Create (or re-create) a database on the test server and return its URL."""
+
+    def make(name: str) -> str:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        base, _, _ = pg_admin_url.rpartition("/")
+        return f"{base}/{name}"
+
+    yield make
+
+
+def build_app(database_url: str, **overrides: object) -> Flask:
+    return create_app({"SQLALCHEMY_DATABASE_URI": database_url, "SECRET_KEY": SECRET, "TESTING": True, **overrides})
+
+
+def migrate_and_seed(app: Flask, posts: int, seed: int = 7) -> None:
+    from flask_migrate import upgrade
+
+    from app.services.seed import seed as run_seed
+
+    with app.app_context():
+        upgrade(directory=str(REPO / "migrations"))
+        run_seed(posts, seed=seed, progress=False)
+        db.session.remove()
+
+
+@pytest.fixture(scope="session")
+def app(make_database) -> Flask:  # type: ignore[no-untyped-def]
+    """The app on PostgreSQL with the schema from migrations and a seeded base dataset."""
+    application = build_app(make_database("readwire_test"))
+    migrate_and_seed(application, BASE_POSTS)
+    return application
+
+
+@pytest.fixture
+def db_tx(app: Flask) -> Iterator[Connection]:
+    """Run the test inside one outer transaction that is rolled back afterwards.
+
+    Every session opened during the test (the test's own and each request's) binds to the
+    same connection and commits only to a savepoint.
+    """
+    with app.app_context():
+        engines = db._app_engines[app]  # Flask-SQLAlchemy's per-app engine map
+        engine = engines[None]
+        connection = engine.connect()
+        outer = connection.begin()
+        engines[None] = connection  # type: ignore[assignment]
+        db.session.remove()
+        db.session.session_factory.configure(join_transaction_mode="create_savepoint")
+        try:
+            yield connection
+        finally:
+            db.session.remove()
+            engines[None] = engine
+            outer.rollback()
+            connection.close()
+
+
+@pytest.fixture
+def client(app: Flask, db_tx: Connection) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def statements(app: Flask, db_tx: Connection) -> Iterator[list[str]]:
+    """Every SQL statement sent to the database during the test, in order."""
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        seen.append(statement)
+
+    with app.app_context():
+        engine = db._app_engines[app][None]
+        target = engine.engine if isinstance(engine, Connection) else engine
+    event.listen(target, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(target, "before_cursor_execute", record)
+
+
+def visible_post_ids(where: str = "TRUE", params: dict[str, object] | None = None) -> list[int]:
+    """The expected feed order, computed independently of the app's query code."""
+    sql = (
+        "SELECT p.id FROM posts p WHERE p.status = 'published' AND p.deleted_at IS NULL AND "
+        f"{where} ORDER BY p.published_at DESC, p.id DESC"
+    )
+    return list(db.session.execute(text(sql), params or {}).scalars())

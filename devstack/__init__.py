@@ -1,0 +1,1 @@
+"""Local development/test infrastructure: throwaway PostgreSQL and Redis servers."""

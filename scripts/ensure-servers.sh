@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Make sure the server binaries used by devstack/ and the tests are installed:
+# PostgreSQL (server), redis-server and nginx. Idempotent; silent when all are present.
+# Debian/Ubuntu only (apt-get). Service auto-start is suppressed during the install:
+# we run our own throwaway servers on random ports.
+set -euo pipefail
+
+pg_bindir() {
+    local dir
+    dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)
+    if [[ -z "$dir" ]] && command -v pg_config >/dev/null; then
+        dir=$(pg_config --bindir)
+    fi
+    [[ -n "$dir" && -x "$dir/initdb" && -x "$dir/pg_ctl" ]] && echo "$dir"
+}
+
+have() { command -v "$1" >/dev/null || [[ -x "/usr/sbin/$1" || -x "/usr/bin/$1" ]]; }
+
+missing=()
+pg_bindir >/dev/null || missing+=(postgresql)
+have redis-server || missing+=(redis-server)
+have nginx || missing+=(nginx-light)
+
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+SUDO=()
+if [[ $(id -u) -ne 0 ]]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        SUDO=(sudo -n)
+    else
+        echo "ensure-servers: missing ${missing[*]} and not root (no passwordless sudo)." >&2
+        echo "Run as root: apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+if ! command -v apt-get >/dev/null; then
+    echo "ensure-servers: apt-get not found; install ${missing[*]} with your package manager." >&2
+    exit 1
+fi
+echo "ensure-servers: installing ${missing[*]}" >&2
+
+# Keep the packages' maintainer scripts from starting system-wide services (port 80/5432/6379).
+policy=/usr/sbin/policy-rc.d
+if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
+    "${SUDO[@]}" chmod 755 "$policy"
+    trap '"${SUDO[@]}" rm -f "$policy"' EXIT
+fi
+
+"${SUDO[@]}" apt-get update -qq
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+pg_bindir >/dev/null || { echo "ensure-servers: PostgreSQL server binaries still missing" >&2; exit 1; }
+have redis-server || { echo "ensure-servers: redis-server still missing" >&2; exit 1; }
+have nginx || { echo "ensure-servers: nginx still missing" >&2; exit 1; }

@@ -1,0 +1,141 @@
+"""The planner really uses the feed indexes, on 60k posts, first page and deep in the walk.
+
+Each statement a feed request sends is captured and EXPLAINed twice: as sent (a custom plan
+for these parameter values) and as a prepared statement under force_generic_plan, which is
+what psycopg's automatic server-side prepare leads to after a few executions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from flask import Flask
+from sqlalchemy import event, text
+
+from app.api._http import cursor_codec
+from app.extensions import db
+from app.services.posts import FeedScope
+from tests.conftest import build_app, migrate_and_seed
+
+pytestmark = pytest.mark.slow
+
+POSTS = 60_000
+BIG_TABLES = {"posts", "post_tags", "comments"}
+
+
+@pytest.fixture(scope="module")
+def big_app(make_database) -> Iterator[tuple[Flask, str]]:  # type: ignore[no-untyped-def]
+    url = make_database("readwire_explain")
+    application = build_app(url)
+    migrate_and_seed(application, POSTS, seed=11)
+    yield application, url
+
+
+def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from nodes(child)
+
+
+def explain(dsn: str, statement: str, params: dict[str, Any], generic: bool) -> dict[str, Any]:
+    with psycopg.connect(dsn) as conn:
+        if not generic:
+            return conn.execute("EXPLAIN (FORMAT JSON) " + statement, params).fetchone()[0][0]["Plan"]
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            names.append(match.group(1))
+            return f"${len(names)}"
+
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute("PREPARE q AS " + re.sub(r"%\((\w+)\)s", number, statement))
+        client = psycopg.ClientCursor(conn)
+        args = ", ".join(["%s"] * len(names))
+        client.execute(f"EXPLAIN (FORMAT JSON) EXECUTE q({args})", [params[n] for n in names])
+        return client.fetchone()[0][0]["Plan"]
+
+
+def feeds(application: Flask) -> list[tuple[str, FeedScope, set[str]]]:
+    """(url, scope, acceptable page indexes) for the global feed and, per scoped kind, its
+    busiest and its rarest scope.
+
+    For a scope holding a third of all posts the planner may rightly walk the global index
+    and filter (about three rows read per row kept, and the global index follows the heap
+    order); for a rare scope that would read most of the table, so the scoped index is required.
+    """
+    cases: list[tuple[str, FeedScope, set[str]]] = [("/api/v1/feed", FeedScope("all"), {"ix_posts_feed"})]
+    kinds = [
+        ("category", "categories", "slug", "/api/v1/categories/{}/feed", "ix_posts_category_feed"),
+        ("tag", "tags", "slug", "/api/v1/tags/{}/feed", "ix_post_tags_tag_feed"),
+        ("author", "authors", "username", "/api/v1/authors/{}/feed", "ix_posts_author_feed"),
+    ]
+    with application.app_context():
+        for kind, table, key, url, index in kinds:
+            for order, allowed in (("DESC", {index, "ix_posts_feed"}), ("ASC", {index})):
+                sql = f"SELECT id, {key} FROM {table} WHERE post_count >= 600 ORDER BY post_count {order} LIMIT 1"
+                scope_id, name = db.session.execute(text(sql)).one()
+                cases.append((url.format(name), FeedScope(kind, scope_id), allowed if kind != "tag" else {index}))  # type: ignore[arg-type]
+    return cases
+
+
+def deep_cursor(application: Flask, scope: FeedScope, direction: str) -> str:
+    """A cursor 90% of the way down the feed (the test may use OFFSET; the app never does)."""
+    where = {
+        "all": "TRUE",
+        "category": f"category_id = {scope.id}",
+        "author": f"author_id = {scope.id}",
+        "tag": f"id IN (SELECT post_id FROM post_tags WHERE tag_id = {scope.id})",
+    }[scope.kind]
+    visible = f"status = 'published' AND deleted_at IS NULL AND {where}"
+    with application.test_request_context():
+        total = db.session.execute(text(f"SELECT count(*) FROM posts WHERE {visible}")).scalar_one()
+        published_at, post_id = db.session.execute(
+            text(f"SELECT published_at, id FROM posts WHERE {visible} ORDER BY published_at DESC, id DESC OFFSET :n LIMIT 1"),
+            {"n": int(total * 0.9)},
+        ).one()
+        assert total >= 600
+        return cursor_codec().encode(scope.cursor_scope, direction, published_at, post_id)  # type: ignore[arg-type]
+
+
+def captured_statements(application: Flask, url: str) -> list[tuple[str, dict[str, Any]]]:
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        seen.append((statement, dict(parameters)))
+
+    with application.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        response = application.test_client().get(url)
+        assert response.status_code == 200, response.data[:200]
+        assert response.get_json()["data"], url
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return seen
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom-plan", "generic-plan"])
+@pytest.mark.parametrize("where", ["first-page", "deep-next", "deep-prev"])
+def test_feed_statements_use_the_feed_indexes(big_app: tuple[Flask, str], where: str, generic: bool) -> None:
+    application, url = big_app
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    for path, scope, indexes in feeds(application):
+        query = "?limit=20"
+        if where != "first-page":
+            query += "&cursor=" + deep_cursor(application, scope, where.removeprefix("deep-"))
+        statements = captured_statements(application, path + query)
+        page_sql = [(s, p) for s, p in statements if "LIMIT" in s and "comment_count" in s]
+        assert len(page_sql) == 1, statements
+        for statement, params in statements:
+            plan = list(nodes(explain(dsn, statement, params, generic)))
+            seq_scans = [n["Relation Name"] for n in plan if n["Node Type"] == "Seq Scan"]
+            assert not BIG_TABLES & set(seq_scans), (path, where, statement, seq_scans)
+            if (statement, params) == page_sql[0]:
+                assert indexes & {n.get("Index Name") for n in plan}, (path, where, plan)
+                sorts = [n for n in plan if "Sort" in n["Node Type"]]
+                assert not sorts, (path, where, "the page must come off the index in order")

@@ -21,8 +21,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
 
 def register_extensions(app: Flask) -> None:
-    from app.extensions import cache, db, migrate
     from app import models  # noqa: F401  (registers the tables for Alembic)
+    from app.extensions import cache, db, migrate
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"), render_as_batch=True)

@@ -119,9 +119,9 @@ def page_cursors(
             cursors[direction] = None
         elif items:
             edge = edges[direction]
-            cursors[direction] = codec.encode(scope, direction, edge[key], edge["id"])  # type: ignore[arg-type]
+            cursors[direction] = codec.encode(scope, direction, edge[key], edge["id"])
         else:
-            cursors[direction] = codec.encode(scope, direction, *origin)  # type: ignore[arg-type]
+            cursors[direction] = codec.encode(scope, direction, *origin)
     return cursors["next"], cursors["prev"]
 
 

@@ -94,7 +94,9 @@ def deep_cursor(application: Flask, scope: FeedScope, direction: str) -> str:
     with application.test_request_context():
         total = db.session.execute(text(f"SELECT count(*) FROM posts WHERE {visible}")).scalar_one()
         published_at, post_id = db.session.execute(
-            text(f"SELECT published_at, id FROM posts WHERE {visible} ORDER BY published_at DESC, id DESC OFFSET :n LIMIT 1"),
+            text(
+                f"SELECT published_at, id FROM posts WHERE {visible} ORDER BY published_at DESC, id DESC OFFSET :n LIMIT 1"
+            ),
             {"n": int(total * 0.9)},
         ).one()
         assert total >= 600

@@ -33,7 +33,7 @@ def public_url() -> str:
 
 
 def paginated_response(
-    page: Page, scope: str, after: Cursor | None, params: dict[str, Any], growing: Direction
+    page: Page, scope: str, after: Cursor | None, params: dict[str, Any], growing: Direction | None
 ) -> Response:
     """The contract's list envelope plus its Link header."""
     next_cursor, prev_cursor = page_cursors(cursor_codec(), scope, page, after, growing)

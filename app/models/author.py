@@ -7,13 +7,13 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.extensions import Base
 from app.models.types import Timestamp, utcnow
 
 ROLES = ("author", "editor")
 
 
-class Author(db.Model):
+class Author(Base):
     __tablename__ = "authors"
     __table_args__ = (CheckConstraint("role IN ('author', 'editor')", name="role"),)
 

@@ -7,11 +7,11 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.extensions import Base
 from app.models.types import BigId, Timestamp, utcnow
 
 
-class Comment(db.Model):
+class Comment(Base):
     __tablename__ = "comments"
     __table_args__ = (
         # GET /posts/{id}/comments: keyset on (created_at, id) within one post.

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint, ColumnElement, ForeignKey, Index, String, Text, and_, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.extensions import Base
 from app.models.types import BigId, Timestamp, utcnow
 
 STATUSES = ("draft", "published")
@@ -17,7 +17,7 @@ STATUSES = ("draft", "published")
 VISIBLE_SQL = "status = 'published' AND deleted_at IS NULL"
 
 
-class Post(db.Model):
+class Post(Base):
     __tablename__ = "posts"
     __table_args__ = (
         CheckConstraint("status IN ('draft', 'published')", name="status"),
@@ -75,7 +75,7 @@ class Post(db.Model):
         return self.status == "published" and self.deleted_at is None
 
 
-class PostTag(db.Model):
+class PostTag(Base):
     """A post's tag, carrying a copy of the post's published_at while the post is visible.
 
     The copy (NULL while the post is hidden) lets the tag feed walk a single index in

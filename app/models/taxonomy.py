@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Index, String
+from sqlalchemy import Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.extensions import Base
 
 
-class Category(db.Model):
+class Category(Base):
     __tablename__ = "categories"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -18,11 +18,11 @@ class Category(db.Model):
     post_count: Mapped[int] = mapped_column(default=0)
 
 
-class Tag(db.Model):
+class Tag(Base):
     __tablename__ = "tags"
     __table_args__ = (
         # GET /tags: top N by post_count, ties by id, straight off the index.
-        Index("ix_tags_popularity", db.text("post_count DESC"), "id"),
+        Index("ix_tags_popularity", text("post_count DESC"), "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -24,17 +24,11 @@ _COLUMNS = (
 
 
 @cache
-def _thread_statement(direction: str) -> Select[Any]:
+def _thread_statement(direction: str) -> Select[*tuple[Any, ...]]:
     key = (Comment.created_at, Comment.id)
-    position = tuple_(
-        bindparam("position", type_=Comment.created_at.type), bindparam("item_id", type_=Comment.id.type)
-    )
+    position = tuple_(bindparam("position", type_=Comment.created_at.type), bindparam("item_id", type_=Comment.id.type))
     # The author is many-to-one: joined into the same statement, one row per comment.
-    stmt = (
-        select(*_COLUMNS)
-        .join(Author, Author.id == Comment.author_id)
-        .where(Comment.post_id == bindparam("post_id"))
-    )
+    stmt = select(*_COLUMNS).join(Author, Author.id == Comment.author_id).where(Comment.post_id == bindparam("post_id"))
     if direction == "next":
         stmt = stmt.where(tuple_(*key) > position).order_by(key[0].asc(), key[1].asc())
     else:
@@ -47,7 +41,7 @@ def comments_page(post_id: int, after: Cursor | None, limit: int) -> Page:
     direction = after.direction if after else "next"
     position, item_id = (after.position, after.id) if after else BOTTOM
     params = {"post_id": post_id, "position": position, "item_id": item_id, "row_limit": limit + 1}
-    rows = db.session.execute(_thread_statement(direction), params).all()
+    rows = list(db.session.execute(_thread_statement(direction), params))
     has_more = len(rows) > limit
     rows = rows[:limit]
     if direction == "prev":

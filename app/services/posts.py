@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from functools import cache
 from typing import Any, Literal
 
@@ -53,13 +52,13 @@ class FeedScope:
         return self.kind if self.kind == "all" else f"{self.kind}:{self.id}"
 
 
-def _with_joins(stmt: Select[Any]) -> Select[Any]:
+def _with_joins(stmt: Select[*tuple[Any, ...]]) -> Select[*tuple[Any, ...]]:
     # Many-to-one joins (author, category) ride along in the page statement: one row per post.
     return stmt.join(Author, Author.id == Post.author_id).join(Category, Category.id == Post.category_id)
 
 
 @cache
-def _feed_statement(kind: ScopeKind, direction: str) -> Select[Any]:
+def _feed_statement(kind: ScopeKind, direction: str) -> Select[*tuple[Any, ...]]:
     """The page statement for one scope kind and walk direction (built once, then reused)."""
     position = tuple_(bindparam("position", type_=Post.published_at.type), bindparam("item_id", type_=Post.id.type))
     if kind == "tag":
@@ -90,7 +89,7 @@ _TAGS_OF_POSTS = (
 
 def _post_dict(row: Row[Any], site_url: str, body: str | None = None) -> dict[str, Any]:
     (pid, slug, title, summary, published_at, updated_at, comment_count,
-     aid, username, display_name, avatar_url, cid, cslug, cname) = row[:14]  # fmt: skip
+     aid, username, display_name, avatar_url, cid, cslug, cname) = tuple(row)[:14]  # fmt: skip
     item: dict[str, Any] = {
         "id": pid,
         "slug": slug,
@@ -125,7 +124,7 @@ def feed_page(scope: FeedScope, after: Cursor | None, limit: int) -> Page:
     direction = after.direction if after else "next"
     position, item_id = (after.position, after.id) if after else TOP
     params = {"position": position, "item_id": item_id, "row_limit": limit + 1, "scope_id": scope.id}
-    rows = db.session.execute(_feed_statement(scope.kind, direction), params).all()
+    rows = list(db.session.execute(_feed_statement(scope.kind, direction), params))
     has_more = len(rows) > limit
     rows = rows[:limit]
     if direction == "prev":
@@ -165,5 +164,3 @@ def get_posts(ids: list[int]) -> list[dict[str, Any]]:
 
 def is_visible(post_id: int) -> bool:
     return db.session.execute(select(Post.id).where(Post.id == post_id, VISIBLE)).first() is not None
-
-

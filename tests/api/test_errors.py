@@ -5,9 +5,14 @@ from __future__ import annotations
 import pytest
 from flask.testing import FlaskClient
 
-from tests.api.helpers import get_ok, links
+from tests.api.helpers import get_ok
 
-FEEDS = ["/api/v1/feed", "/api/v1/categories/{category}/feed", "/api/v1/tags/{tag}/feed", "/api/v1/authors/{author}/feed"]
+FEEDS = [
+    "/api/v1/feed",
+    "/api/v1/categories/{category}/feed",
+    "/api/v1/tags/{tag}/feed",
+    "/api/v1/authors/{author}/feed",
+]
 
 
 @pytest.fixture

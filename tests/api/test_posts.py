@@ -21,9 +21,15 @@ def hidden_post_ids() -> list[int]:
 
 
 def busiest_post() -> Post:
-    return db.session.execute(
-        select(Post).where(Post.status == "published", Post.deleted_at.is_(None)).order_by(Post.comment_count.desc())
-    ).scalars().first()
+    return (
+        db.session.execute(
+            select(Post)
+            .where(Post.status == "published", Post.deleted_at.is_(None))
+            .order_by(Post.comment_count.desc())
+        )
+        .scalars()
+        .first()
+    )
 
 
 def test_detail_adds_body_and_matches_the_list_item(client: FlaskClient) -> None:

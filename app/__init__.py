@@ -22,11 +22,17 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
 def register_extensions(app: Flask) -> None:
     from app import models  # noqa: F401  (registers the tables for Alembic)
-    from app.extensions import cache, db, migrate
+    from app.cache.invalidation import init_invalidation
+    from app.cache.pages import init_page_cache
+    from app.cache.store import make_store
+    from app.extensions import db, jwt, migrate
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"), render_as_batch=True)
-    cache.init_app(app)
+    init_invalidation(app)
+    invalidator = app.extensions["readwire.invalidator"]
+    init_page_cache(app, make_store(app.config, on_recover=invalidator.mark_pending))
+    jwt.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +70,32 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
                 "options": f"-c statement_timeout={_int('DB_STATEMENT_TIMEOUT_MS', 5000)}",
             },
         },
-        "CACHE_TYPE": "RedisCache" if redis_url else "SimpleCache",
-        "CACHE_REDIS_URL": redis_url,
-        "CACHE_DEFAULT_TIMEOUT": 300,
+        # Cache tier (app/cache). Without REDIS_URL an in-process store (embedded default).
+        "REDIS_URL": overrides.get("REDIS_URL", redis_url),
+        # A cache answer takes well under 1 ms on loopback; 50 ms means "Redis is in trouble",
+        # and with the breaker a dead Redis costs at most that once per cool-down per worker.
+        "CACHE_TIMEOUT": float(env.get("CACHE_TIMEOUT", 0.05)),
+        "CACHE_BREAKER_THRESHOLD": 3,
+        "CACHE_BREAKER_COOLDOWN": float(env.get("CACHE_BREAKER_COOLDOWN", 2.0)),
+        # Per worker: gevent runs up to worker_connections greenlets; each holds a Redis
+        # connection only for one round trip, so 50 covers the bursts without queueing.
+        "CACHE_POOL_SIZE": _int("CACHE_POOL_SIZE", 50),
+        # Fresh lifetimes (s). Content changes never wait for these (generations bump at
+        # commit); they bound how long counters inside list items may lag (the contract).
+        "CACHE_TTL_FEED": float(env.get("CACHE_TTL_FEED", 30)),
+        "CACHE_TTL_POST": float(env.get("CACHE_TTL_POST", 60)),
+        "CACHE_TTL_DIRECTORY": float(env.get("CACHE_TTL_DIRECTORY", 60)),
+        "CACHE_NEGATIVE_TTL": 5.0,  # 404s: short, and a create bumps the namespace anyway
+        "CACHE_STALE_TTL": float(env.get("CACHE_STALE_TTL", 600)),  # kept past fresh: DB down, refresh
+        "CACHE_JITTER": 0.1,  # +-10% on every TTL so keys filled together do not expire together
+        "CACHE_LOCK_TTL": 2.0,  # single-flight lock: longer than a slow page, short if its holder dies
+        "CACHE_MISS_WAIT": 1.0,  # how long a miss waits for the lock holder's result
+        # HTTP caching: clients revalidate each second (cheap 304s); the edge (Nginx) holds a
+        # page 1 s (the contract's edge bound), may serve it while refreshing, and serves it
+        # for 5 min when the origin fails.
+        "HTTP_CACHE_CONTROL": env.get(
+            "HTTP_CACHE_CONTROL", "public, max-age=1, s-maxage=1, stale-while-revalidate=1, stale-if-error=300"
+        ),
         # Canonical site for post permalinks (`url` field); never derived from the request.
         "SITE_URL": env.get("SITE_URL", "https://readwire.example").rstrip("/"),
         # Absolute base for Link headers; empty means "derive from the request's host".
@@ -83,6 +107,17 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "TAGS_LIMIT_MAX": 500,
         "EMBEDDED": embedded,
         "JSON_SORT_KEYS": False,
+        # JWTs (writes only). A separate JWT_SECRET_KEY lets tokens be rotated (everyone signed
+        # out) without also invalidating every cursor signed with SECRET_KEY.
+        "JWT_SECRET_KEY": env.get("JWT_SECRET_KEY") or secret,
+        # Bearer tokens in the Authorization header only: no cookies, so no CSRF surface.
+        "JWT_TOKEN_LOCATION": ["headers"],
+        # Access tokens are not revocable (no blocklist lookup per write), so keep them short:
+        # a demoted editor or a leaked token stops working within 15 minutes.
+        "JWT_ACCESS_TOKEN_EXPIRES": timedelta(minutes=15),
+        # Refresh tokens re-read the role from the database on every use; a week spares editors
+        # a daily sign-in while bounding how long a stolen refresh token is useful.
+        "JWT_REFRESH_TOKEN_EXPIRES": timedelta(days=7),
     }
     settings.update({k: v for k, v in overrides.items() if k != "SQLALCHEMY_DATABASE_URI"})
     return settings

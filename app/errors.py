@@ -76,7 +76,7 @@ def unavailable(detail: str = "The service is temporarily unavailable; retry lat
     )
 
 
-def problem_response(err: ApiError) -> Response:
+def problem_body(err: ApiError) -> bytes:
     body: dict[str, Any] = {
         "type": f"/problems/{err.code}",
         "title": err.title,
@@ -86,7 +86,11 @@ def problem_response(err: ApiError) -> Response:
     }
     if err.errors:
         body["errors"] = err.errors
-    response = Response(orjson.dumps(body), status=err.status, mimetype=PROBLEM_MIMETYPE)
+    return orjson.dumps(body)
+
+
+def problem_response(err: ApiError) -> Response:
+    response = Response(problem_body(err), status=err.status, mimetype=PROBLEM_MIMETYPE)
     response.headers.update(err.headers)
     response.headers["Cache-Control"] = "no-store"
     return response

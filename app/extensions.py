@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask_caching import Cache
+from flask_jwt_extended import JWTManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
@@ -24,4 +24,4 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
-cache = Cache()
+jwt = JWTManager()

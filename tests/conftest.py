@@ -15,6 +15,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 
 from app import create_app
+from app.cache.store import LocalStore
 from app.extensions import db
 from devstack.servers import Postgres
 
@@ -99,7 +100,17 @@ def db_tx(app: Flask) -> Iterator[Connection]:
 
 
 @pytest.fixture
-def client(app: Flask, db_tx: Connection) -> FlaskClient:
+def fresh_cache(app: Flask) -> LocalStore:
+    """An empty in-process page cache for this test (the database is rolled back after each
+    test, so pages cached by one test must not leak into the next)."""
+    store = LocalStore()
+    app.extensions["readwire.cache"].store = store
+    app.extensions["readwire.invalidator"].pending = False
+    return store
+
+
+@pytest.fixture
+def client(app: Flask, db_tx: Connection, fresh_cache: LocalStore) -> FlaskClient:
     return app.test_client()
 
 

@@ -17,6 +17,7 @@ from flask import Flask
 from sqlalchemy import event, text
 
 from app.api._http import cursor_codec
+from app.cache.store import LocalStore
 from app.extensions import db
 from app.services.posts import FeedScope
 from tests.conftest import build_app, migrate_and_seed
@@ -59,7 +60,7 @@ def explain(dsn: str, statement: str, params: dict[str, Any], generic: bool) -> 
         return client.fetchone()[0][0]["Plan"]
 
 
-def feeds(application: Flask) -> list[tuple[str, FeedScope, set[str]]]:
+def feeds(application: Flask) -> list[tuple[str, FeedScope, set[str], str]]:
     """(url, scope, acceptable page indexes) for the global feed and, per scoped kind, its
     busiest and its rarest scope.
 
@@ -67,7 +68,7 @@ def feeds(application: Flask) -> list[tuple[str, FeedScope, set[str]]]:
     and filter (about three rows read per row kept, and the global index follows the heap
     order); for a rare scope that would read most of the table, so the scoped index is required.
     """
-    cases: list[tuple[str, FeedScope, set[str]]] = [("/api/v1/feed", FeedScope("all"), {"ix_posts_feed"})]
+    cases: list[tuple[str, FeedScope, set[str], str]] = [("/api/v1/feed", FeedScope("all"), {"ix_posts_feed"}, "all")]
     kinds = [
         ("category", "categories", "slug", "/api/v1/categories/{}/feed", "ix_posts_category_feed"),
         ("tag", "tags", "slug", "/api/v1/tags/{}/feed", "ix_post_tags_tag_feed"),
@@ -78,11 +79,12 @@ def feeds(application: Flask) -> list[tuple[str, FeedScope, set[str]]]:
             for order, allowed in (("DESC", {index, "ix_posts_feed"}), ("ASC", {index})):
                 sql = f"SELECT id, {key} FROM {table} WHERE post_count >= 600 ORDER BY post_count {order} LIMIT 1"
                 scope_id, name = db.session.execute(text(sql)).one()
-                cases.append((url.format(name), FeedScope(kind, scope_id), allowed if kind != "tag" else {index}))  # type: ignore[arg-type]
+                allowed = allowed if kind != "tag" else {index}
+                cases.append((url.format(name), FeedScope(kind, scope_id), allowed, f"{kind}:{name}"))  # type: ignore[arg-type]
     return cases
 
 
-def deep_cursor(application: Flask, scope: FeedScope, direction: str) -> str:
+def deep_cursor(application: Flask, scope: FeedScope, cursor_scope: str, direction: str) -> str:
     """A cursor 90% of the way down the feed (the test may use OFFSET; the app never does)."""
     where = {
         "all": "TRUE",
@@ -100,7 +102,7 @@ def deep_cursor(application: Flask, scope: FeedScope, direction: str) -> str:
             {"n": int(total * 0.9)},
         ).one()
         assert total >= 600
-        return cursor_codec().encode(scope.cursor_scope, direction, published_at, post_id)  # type: ignore[arg-type]
+        return cursor_codec().encode(cursor_scope, direction, published_at, post_id)  # type: ignore[arg-type]
 
 
 def captured_statements(application: Flask, url: str) -> list[tuple[str, dict[str, Any]]]:
@@ -111,6 +113,7 @@ def captured_statements(application: Flask, url: str) -> list[tuple[str, dict[st
 
     with application.app_context():
         engine = db.engine
+    application.extensions["readwire.cache"].store = LocalStore()  # measure the database path
     event.listen(engine, "before_cursor_execute", record)
     try:
         response = application.test_client().get(url)
@@ -126,10 +129,10 @@ def captured_statements(application: Flask, url: str) -> list[tuple[str, dict[st
 def test_feed_statements_use_the_feed_indexes(big_app: tuple[Flask, str], where: str, generic: bool) -> None:
     application, url = big_app
     dsn = url.replace("postgresql+psycopg://", "postgresql://")
-    for path, scope, indexes in feeds(application):
+    for path, scope, indexes, cursor_scope in feeds(application):
         query = "?limit=20"
         if where != "first-page":
-            query += "&cursor=" + deep_cursor(application, scope, where.removeprefix("deep-"))
+            query += "&cursor=" + deep_cursor(application, scope, cursor_scope, where.removeprefix("deep-"))
         statements = captured_statements(application, path + query)
         page_sql = [(s, p) for s, p in statements if "LIMIT" in s and "comment_count" in s]
         assert len(page_sql) == 1, statements

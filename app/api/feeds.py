@@ -1,10 +1,11 @@
-"""Feeds: global, per category, per tag, per author; newest first, keyset-paginated."""
+"""Feeds: global, per category, per tag, per author; newest first, keyset-paginated, cached."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from app.api._http import decode_cursor, paginated_response
+from app.api._http import decode_cursor, rendered_page
+from app.cache.pages import Rendered, page_cache, serve
 from app.errors import not_found
 from app.schemas.params import page_query, parse_query
 from app.services import directory
@@ -13,19 +14,27 @@ from app.services.posts import FeedScope, ScopeKind, feed_page
 bp = Blueprint("feeds", __name__)
 
 _LOOKUPS = {"category": directory.category_id, "tag": directory.tag_id, "author": directory.author_id}
+# Cache namespace per scope kind; the write path bumps the same names (app/cache/invalidation.py).
+_NAMESPACES = {"category": "cat", "tag": "tag", "author": "author"}
 
 
 def _feed(kind: ScopeKind, key: str | None = None) -> Response:
     params = parse_query(page_query, request.args)
-    scope = FeedScope("all")
-    if key is not None:
-        scope_id = _LOOKUPS[kind](key)
-        if scope_id is None:
-            raise not_found(f"No {kind} '{key}'.")
-        scope = FeedScope(kind, scope_id)
-    after = decode_cursor(params.get("cursor"), scope.cursor_scope)
-    page = feed_page(scope, after, params["limit"])
-    return paginated_response(page, scope.cursor_scope, after, params, growing="prev")
+    cursor_scope = "all" if key is None else f"{kind}:{key}"
+    after = decode_cursor(params.get("cursor"), cursor_scope)
+    namespace = "feed" if key is None else f"{_NAMESPACES[kind]}:{key}"
+
+    def compute() -> Rendered:
+        scope = FeedScope("all")
+        if key is not None:
+            scope_id = _LOOKUPS[kind](key)
+            if scope_id is None:
+                raise not_found(f"No {kind} '{key}'.")
+            scope = FeedScope(kind, scope_id)
+        page = feed_page(scope, after, params["limit"])
+        return rendered_page(page, cursor_scope, after, params, growing="prev")
+
+    return serve(f"feed/{namespace}", [namespace], params, page_cache().policies["feed"], compute)
 
 
 @bp.get("/feed")

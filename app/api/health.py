@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app
 from sqlalchemy import text
 
 from app.api._http import json_response
-from app.extensions import cache, db
+from app.extensions import db
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
@@ -30,11 +30,7 @@ def _database_ok() -> bool:
 
 
 def _cache_ok() -> bool:
-    try:
-        return bool(cache.set("readyz", 1, timeout=5)) and cache.get("readyz") == 1
-    except Exception as exc:
-        log.warning("readyz: cache check failed: %s", type(exc).__name__)
-        return False
+    return bool(current_app.extensions["readwire.cache"].store.ping())
 
 
 @bp.get("/readyz")

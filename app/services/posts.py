@@ -47,10 +47,6 @@ class FeedScope:
     kind: ScopeKind
     id: int = 0
 
-    @property
-    def cursor_scope(self) -> str:
-        return self.kind if self.kind == "all" else f"{self.kind}:{self.id}"
-
 
 def _with_joins(stmt: Select[*tuple[Any, ...]]) -> Select[*tuple[Any, ...]]:
     # Many-to-one joins (author, category) ride along in the page statement: one row per post.

@@ -1,0 +1,49 @@
+"""Writes: create, edit, publish/unpublish and delete posts (editors, own posts); comment."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request, url_for
+from flask_jwt_extended import jwt_required
+
+from app.api._http import json_response
+from app.api.auth import current_author_id, editor_required
+from app.schemas.writes import comment_create, load_json, post_create, post_update
+from app.services import writes
+
+bp = Blueprint("writes", __name__)
+
+
+@bp.after_request
+def _no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"  # a write's answer is for its author only
+    return response
+
+
+@bp.post("/posts")
+@editor_required
+def create_post() -> Response:
+    post = writes.create_post(current_author_id(), load_json(post_create, request))
+    response = json_response(post, status=201)
+    response.headers["Location"] = url_for("posts.post_detail", post_id=post["id"])
+    return response
+
+
+@bp.patch("/posts/<int:post_id>")
+@editor_required
+def update_post(post_id: int) -> Response:
+    changes = load_json(post_update, request)
+    return json_response(writes.update_post(current_author_id(), post_id, changes))
+
+
+@bp.delete("/posts/<int:post_id>")
+@editor_required
+def delete_post(post_id: int) -> Response:
+    writes.delete_post(current_author_id(), post_id)
+    return Response(status=204)
+
+
+@bp.post("/posts/<int:post_id>/comments")
+@jwt_required()
+def create_comment(post_id: int) -> Response:
+    comment = load_json(comment_create, request)
+    return json_response(writes.add_comment(current_author_id(), post_id, comment["body"]), status=201)

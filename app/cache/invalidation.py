@@ -1,0 +1,155 @@
+"""Commit-gated invalidation.
+
+While a session flushes, the namespaces its changes touch are resolved (ids -> slugs, in the
+same transaction) and written to cache_outbox in that transaction. After the commit they are
+bumped (one INCR each, in one pipeline) and the outbox rows deleted. A rollback bumps
+nothing. If Redis cannot take the INCRs, the rows stay and are drained before this process
+reads from the cache again (and whenever the circuit breaker sees Redis come back).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from itertools import chain
+from typing import Any
+
+from flask import Flask, current_app
+from sqlalchemy import delete, event, insert, inspect, select
+from sqlalchemy.orm import Session
+
+from app.cache.keys import generation_key
+from app.extensions import db
+from app.models import Author, CacheOutbox, Category, Comment, Post, PostTag, Tag
+
+log = logging.getLogger(__name__)
+_NAMESPACES = "readwire.invalidate"
+_OUTBOX_IDS = "readwire.outbox_ids"
+
+
+def _old_and_new(obj: Any, attr: str) -> set[Any]:
+    history = inspect(obj).attrs[attr].history
+    return {v for v in chain(history.deleted or (), history.added or (), history.unchanged or ()) if v is not None}
+
+
+def _touched(session: Session) -> tuple[set[int], set[int], set[int], set[int], set[int]]:
+    """(posts, categories, authors, tags, commented posts) changed in this flush."""
+    posts: set[int] = set()
+    categories: set[int] = set()
+    authors: set[int] = set()
+    tags: set[int] = set()
+    commented: set[int] = set()
+    for obj in chain(session.new, session.dirty, session.deleted):
+        if isinstance(obj, Post):
+            posts.add(obj.id)
+            categories |= _old_and_new(obj, "category_id")
+            authors |= _old_and_new(obj, "author_id")
+        elif isinstance(obj, PostTag):
+            posts.add(obj.post_id)
+            tags |= _old_and_new(obj, "tag_id")
+        elif isinstance(obj, Comment):
+            commented.add(obj.post_id)
+    return posts, categories, authors, tags, commented
+
+
+def namespaces_for(session: Session) -> set[str]:
+    """Every cache namespace whose pages this flush makes out of date."""
+    posts, categories, authors, tags, commented = _touched(session)
+    if not (posts or commented):
+        return set()
+    conn = session.connection()
+    if posts:  # every tag the posts carry now (tags removed in this flush are in `tags`)
+        tags |= set(conn.execute(select(PostTag.tag_id).where(PostTag.post_id.in_(posts))).scalars())
+        rows = conn.execute(select(Post.category_id, Post.author_id).where(Post.id.in_(posts))).all()
+        categories |= {row[0] for row in rows}
+        authors |= {row[1] for row in rows}
+    names = {f"post:{p}" for p in posts} | {f"comments:{p}" for p in commented} | {f"post:{p}" for p in commented}
+    if posts:
+        names |= {"feed", "directory"}
+    names |= {f"cat:{s}" for s in _slugs(conn, Category.slug, Category.id, categories)}
+    names |= {f"tag:{s}" for s in _slugs(conn, Tag.slug, Tag.id, tags)}
+    names |= {f"author:{s}" for s in _slugs(conn, Author.username, Author.id, authors)}
+    return names
+
+
+def _slugs(conn: Any, column: Any, id_column: Any, ids: Iterable[int]) -> list[str]:
+    ids = list(ids)
+    return list(conn.execute(select(column).where(id_column.in_(ids))).scalars()) if ids else []
+
+
+def _after_flush(session: Session, flush_context: Any) -> None:
+    names = namespaces_for(session)
+    if not names:
+        return
+    outbox_id = session.connection().execute(
+        insert(CacheOutbox).values(namespaces=" ".join(sorted(names)), created_at=db.func.now()).returning(CacheOutbox.id)
+    ).scalar_one()
+    session.info.setdefault(_NAMESPACES, set()).update(names)
+    session.info.setdefault(_OUTBOX_IDS, []).append(outbox_id)
+
+
+def _after_commit(session: Session) -> None:
+    names = session.info.pop(_NAMESPACES, None)
+    outbox_ids = session.info.pop(_OUTBOX_IDS, [])
+    if not names:
+        return
+    invalidator: Invalidator = current_app.extensions["readwire.invalidator"]
+    invalidator.apply(names, outbox_ids)
+
+
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_NAMESPACES, None)
+    session.info.pop(_OUTBOX_IDS, None)
+
+
+class Invalidator:
+    """Bumps generations and keeps the outbox in step with what Redis has taken."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.pending = True  # a previous process may have left rows: drain before first read
+        with app.app_context():
+            # Outbox bookkeeping runs on its own connection, outside the request's session
+            # (after_commit cannot emit SQL on the session that just committed).
+            self.engine = db.engine
+
+    @property
+    def store(self) -> Any:
+        return self.app.extensions["readwire.cache"].store
+
+    def apply(self, names: Iterable[str], outbox_ids: list[int]) -> None:
+        if not self.store.incr([generation_key(n) for n in sorted(names)]):
+            self.pending = True
+            log.warning("cache unreachable: %d invalidations kept in the outbox", len(outbox_ids))
+            return
+        with self.engine.begin() as conn:
+            conn.execute(delete(CacheOutbox).where(CacheOutbox.id.in_(outbox_ids)))
+
+    def mark_pending(self) -> None:
+        """Redis came back: drain the outbox before the next cached read."""
+        self.pending = True
+
+    def drain(self) -> bool:
+        """Apply every outbox row; True when the outbox is empty afterwards."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(CacheOutbox.id, CacheOutbox.namespaces).order_by(CacheOutbox.id)).all()
+            if not rows:
+                self.pending = False
+                return True
+            names = {name for _, spaced in rows for name in spaced.split()}
+            if not self.store.incr([generation_key(n) for n in sorted(names)]):
+                return False
+            conn.execute(delete(CacheOutbox).where(CacheOutbox.id.in_([row[0] for row in rows])))
+        log.info("cache outbox drained: %d rows, %d namespaces", len(rows), len(names))
+        self.pending = False
+        return True
+
+
+def init_invalidation(app: Flask) -> None:
+    app.extensions["readwire.invalidator"] = Invalidator(app)
+    if not getattr(init_invalidation, "_listening", False):
+        from flask_sqlalchemy.session import Session as session_class
+        event.listen(session_class, "after_flush", _after_flush)
+        event.listen(session_class, "after_commit", _after_commit)
+        event.listen(session_class, "after_rollback", _after_rollback)
+        init_invalidation._listening = True  # type: ignore[attr-defined]

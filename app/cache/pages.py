@@ -1,0 +1,265 @@
+"""The cached read path: whole responses stored as bytes under generation-versioned keys.
+
+Per request: one MGET (epoch + generations) answers a 304 with no SQL and no serialization;
+one GET serves a hit. An entry stays fresh for its TTL (with jitter) and is kept a while
+longer as stale: one worker, holding a short lock, recomputes it while the others serve the
+stale bytes; when the database is down the stale bytes are served with an Age header. A miss
+takes the same lock, so a hundred concurrent misses run the query once. 404s are cached
+briefly; 5xx never. When the cache is unreachable, pages come straight from the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from email.utils import formatdate, parsedate_to_datetime
+from typing import Any
+
+from flask import Flask, Response, current_app, request
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from app.cache.invalidation import Invalidator
+from app.cache.keys import EPOCH_KEY, content_etag, etag_for, generation_key, page_key
+from app.cache.store import Store
+from app.errors import PROBLEM_MIMETYPE, ApiError, problem_body
+
+log = logging.getLogger(__name__)
+
+LINK_BASE = "\x00"  # placeholder for the request's absolute URL inside a stored Link header
+_HEAD = struct.Struct(">ddHBI")  # stored_at, fresh_until, status, is_problem, link length
+_MAGIC = b"RW1"
+_UNAVAILABLE = (DBAPIError, PoolTimeout)
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A response as the cache keeps it: status, body bytes, and the Link template."""
+
+    status: int
+    body: bytes
+    link: str = ""
+    problem: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    rendered: Rendered
+    stored_at: float
+    fresh_until: float
+
+    def encode(self) -> bytes:
+        link = self.rendered.link.encode()
+        head = _HEAD.pack(self.stored_at, self.fresh_until, self.rendered.status, self.rendered.problem, len(link))
+        return _MAGIC + head + link + self.rendered.body
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> Entry | None:
+        if not raw or not raw.startswith(_MAGIC):
+            return None
+        stored_at, fresh_until, status, problem, link_len = _HEAD.unpack_from(raw, len(_MAGIC))
+        start = len(_MAGIC) + _HEAD.size
+        link = raw[start : start + link_len].decode()
+        return cls(Rendered(status, raw[start + link_len :], link, bool(problem)), stored_at, fresh_until)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """How one endpoint family is cached (TTLs in seconds)."""
+
+    ttl: float
+    cache_control: str
+
+
+class PageCache:
+    def __init__(self, store: Store, config: dict[str, Any], invalidator: Invalidator) -> None:
+        self.store = store
+        self.invalidator = invalidator
+        self.negative_ttl = float(config["CACHE_NEGATIVE_TTL"])
+        self.stale_ttl = float(config["CACHE_STALE_TTL"])
+        self.jitter = float(config["CACHE_JITTER"])
+        self.lock_ttl = float(config["CACHE_LOCK_TTL"])
+        self.wait = float(config["CACHE_MISS_WAIT"])
+        control = config["HTTP_CACHE_CONTROL"]
+        self.policies = {
+            "feed": Policy(float(config["CACHE_TTL_FEED"]), control),
+            "post": Policy(float(config["CACHE_TTL_POST"]), control),
+            "directory": Policy(float(config["CACHE_TTL_DIRECTORY"]), control),
+        }
+
+    def _drain_outbox(self) -> None:
+        try:
+            self.invalidator.drain()
+        except _UNAVAILABLE:
+            log.warning("outbox not drained: database unavailable")
+
+    def versions(self, namespaces: Sequence[str]) -> tuple[bytes, list[bytes | None]] | None:
+        """(epoch, generations) in one round trip, or None when the cache is unreachable.
+
+        Invalidations Redis could not take (the outbox) are applied first, so nothing written
+        while it was away is served stale once it is back.
+        """
+        if self.invalidator.pending:
+            self._drain_outbox()
+        keys = [EPOCH_KEY, *map(generation_key, namespaces)]
+        values = self.store.mget(keys)
+        if values is not None and self.invalidator.pending:  # Redis recovered during this call
+            self._drain_outbox()
+            values = self.store.mget(keys)
+        if values is None:
+            return None
+        epoch, generations = values[0], values[1:]
+        if epoch is None:  # empty store (first start, or Redis lost its data): new epoch
+            candidate = secrets.token_hex(4).encode()
+            if not self.store.add(EPOCH_KEY, candidate, ttl=10 * 365 * 86400):
+                return self.versions(namespaces)
+            epoch = candidate
+        return epoch, generations
+
+    def get(self, key: str) -> Entry | None:
+        values = self.store.mget([key])
+        return Entry.decode(values[0]) if values else None
+
+    def put(self, key: str, rendered: Rendered, ttl: float) -> Entry:
+        now = time.time()
+        fresh = (self.negative_ttl if rendered.status == 404 else ttl) * (1 + random.uniform(-self.jitter, self.jitter))
+        entry = Entry(rendered, now, now + fresh)
+        self.store.set(key, entry.encode(), fresh + self.stale_ttl)
+        return entry
+
+    def lock(self, key: str) -> bool:
+        return self.store.add(key + "#lock", b"1", self.lock_ttl)
+
+    def unlock(self, key: str) -> None:
+        self.store.delete(key + "#lock")
+
+    def wait_for(self, key: str) -> Entry | None:
+        """Another worker is computing this page: poll briefly for its result."""
+        deadline = time.monotonic() + self.wait
+        delay = 0.005
+        while time.monotonic() < deadline:
+            time.sleep(delay)
+            entry = self.get(key)
+            if entry is not None:
+                return entry
+            delay = min(delay * 2, 0.05)
+        return None
+
+
+def page_cache() -> PageCache:
+    cache: PageCache = current_app.extensions["readwire.cache"]
+    return cache
+
+
+def init_page_cache(app: Flask, store: Store) -> None:
+    app.extensions["readwire.cache"] = PageCache(store, app.config, app.extensions["readwire.invalidator"])
+
+
+def _render(compute: Callable[[], Rendered]) -> Rendered:
+    """Run the page computation; a 404 becomes a cacheable rendering, anything else raises."""
+    try:
+        return compute()
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        return Rendered(404, problem_body(exc), problem=True)
+
+
+def _respond(rendered: Rendered, etag: str, policy: Policy, stored_at: float, age: float | None = None) -> Response:
+    mimetype = PROBLEM_MIMETYPE if rendered.problem else "application/json"
+    response = Response(rendered.body, status=rendered.status, mimetype=mimetype)
+    headers = response.headers
+    headers["ETag"] = etag
+    headers["Last-Modified"] = formatdate(stored_at, usegmt=True)
+    headers["Cache-Control"] = policy.cache_control
+    headers["Vary"] = "Accept-Encoding"
+    if rendered.link:
+        base = current_app.config["PUBLIC_BASE_URL"]
+        headers["Link"] = rendered.link.replace(LINK_BASE, f"{base}{request.path}" if base else request.base_url)
+    if age is not None:
+        headers["Age"] = str(max(0, int(age)))
+    return response
+
+
+def _not_modified(etag: str, policy: Policy, last_modified: float | None = None) -> Response:
+    response = Response(status=304)
+    response.headers["ETag"] = etag
+    response.headers["Cache-Control"] = policy.cache_control
+    response.headers["Vary"] = "Accept-Encoding"
+    if last_modified is not None:
+        response.headers["Last-Modified"] = formatdate(last_modified, usegmt=True)
+    return response
+
+
+def _etag_matches(etag: str) -> bool:
+    header = request.headers.get("If-None-Match")
+    if not header:
+        return False
+    return header.strip() == "*" or etag in (tag.strip() for tag in header.split(","))
+
+
+def _unmodified_since(stored_at: float) -> bool:
+    if "If-None-Match" in request.headers or "If-Modified-Since" not in request.headers:
+        return False
+    try:
+        since = parsedate_to_datetime(request.headers["If-Modified-Since"]).timestamp()
+    except (TypeError, ValueError):
+        return False
+    return int(stored_at) <= since
+
+
+def serve(
+    endpoint: str, namespaces: Sequence[str], params: dict[str, Any], policy: Policy, compute: Callable[[], Rendered]
+) -> Response:
+    """Answer a public GET from the cache when possible (see the module docstring)."""
+    cache = page_cache()
+    now = time.time()
+    versions = cache.versions(namespaces)
+    if versions is None:  # cache unreachable: straight from the database, never cached
+        rendered = _render(compute)
+        etag = content_etag(rendered.body)
+        if _etag_matches(etag):
+            return _not_modified(etag, policy)
+        return _respond(rendered, etag, policy, now)
+
+    key = page_key(endpoint, params, *versions)
+    etag = etag_for(key, int(now // policy.ttl))
+    if _etag_matches(etag):
+        return _not_modified(etag, policy)
+    entry = cache.get(key)
+    if entry is not None and (entry.fresh_until > now or not cache.lock(key)):
+        if _unmodified_since(entry.stored_at):
+            return _not_modified(etag, policy, entry.stored_at)
+        age = now - entry.stored_at if entry.fresh_until <= now else None
+        return _respond(entry.rendered, etag, policy, entry.stored_at, age)
+    if entry is not None:  # stale, and this worker holds the refresh lock
+        try:
+            entry = cache.put(key, _render(compute), policy.ttl)
+        except _UNAVAILABLE:
+            log.warning("database unavailable: serving stale %s", endpoint)
+            return _respond(entry.rendered, etag, policy, entry.stored_at, now - entry.stored_at)
+        finally:
+            cache.unlock(key)
+        return _respond(entry.rendered, etag, policy, entry.stored_at)
+    return _respond_to_miss(cache, key, etag, policy, compute)
+
+
+def _respond_to_miss(
+    cache: PageCache, key: str, etag: str, policy: Policy, compute: Callable[[], Rendered]
+) -> Response:
+    if cache.lock(key):
+        try:
+            entry = cache.put(key, _render(compute), policy.ttl)
+        finally:
+            cache.unlock(key)
+        return _respond(entry.rendered, etag, policy, entry.stored_at)
+    waited = cache.wait_for(key)
+    if waited is not None:
+        return _respond(waited.rendered, etag, policy, waited.stored_at)
+    entry = cache.put(key, _render(compute), policy.ttl)  # the lock holder is slow or gone
+    return _respond(entry.rendered, etag, policy, entry.stored_at)

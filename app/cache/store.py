@@ -1,0 +1,185 @@
+"""Byte stores behind the page cache: Redis for the real stack, a dict for the embedded default.
+
+Every Redis call goes through a circuit breaker: after a few consecutive failures the cache is
+skipped for a cool-down, so a dead or hung Redis costs one timeout per cool-down per worker, not
+one per request. Errors never escape: a failed read is a miss, a failed write is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+import redis
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Store(Protocol):
+    def available(self) -> bool: ...
+    def mget(self, keys: Sequence[str]) -> list[bytes | None] | None: ...
+    def set(self, key: str, value: bytes, ttl: float) -> None: ...
+    def add(self, key: str, value: bytes, ttl: float) -> bool: ...
+    def delete(self, key: str) -> None: ...
+    def incr(self, keys: Sequence[str]) -> bool: ...
+    def ping(self) -> bool: ...
+
+
+class CircuitBreaker:
+    """Closed -> open after `threshold` consecutive failures; one trial call after `cooldown` s."""
+
+    def __init__(self, threshold: int, cooldown: float, on_recover: Callable[[], None] | None = None) -> None:
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self.on_recover = on_recover
+        self.failures = 0
+        self.opened_at = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> str:
+        if self.failures < self.threshold:
+            return "closed"
+        return "half-open" if time.monotonic() - self.opened_at >= self.cooldown else "open"
+
+    def allow(self) -> bool:
+        state = self.state
+        if state != "half-open":
+            return state == "closed"
+        with self._lock:  # one trial call per cool-down
+            if time.monotonic() - self.opened_at < self.cooldown:
+                return False
+            self.opened_at = time.monotonic()
+            return True
+
+    def success(self) -> None:
+        if self.failures:
+            recovered = self.failures >= self.threshold
+            self.failures = 0
+            if recovered and self.on_recover:
+                self.on_recover()
+
+    def failure(self) -> None:
+        self.failures += 1
+        if self.failures == self.threshold:
+            self.opened_at = time.monotonic()
+            log.warning("cache circuit opened after %d failures", self.failures)
+
+
+class RedisStore:
+    """redis-py with hiredis, a blocking pool sized for greenlets, and millisecond timeouts."""
+
+    def __init__(self, url: str, *, timeout: float, pool_size: int, breaker: CircuitBreaker) -> None:
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=pool_size,
+            timeout=timeout,  # waiting for a free connection counts against the same budget
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
+        self.client = redis.Redis(connection_pool=pool, retry=None)
+        self.breaker = breaker
+
+    def _call(self, fn: Callable[[], T], default: T) -> T:
+        if not self.breaker.allow():
+            return default
+        try:
+            result = fn()
+        except (redis.RedisError, OSError) as exc:
+            self.breaker.failure()
+            log.warning("cache error: %s", type(exc).__name__)
+            return default
+        self.breaker.success()
+        return result
+
+    def available(self) -> bool:
+        return self.breaker.state != "open"
+
+    def mget(self, keys: Sequence[str]) -> list[bytes | None] | None:
+        return self._call(lambda: self.client.mget(keys), None)
+
+    def set(self, key: str, value: bytes, ttl: float) -> None:
+        self._call(lambda: self.client.set(key, value, px=max(1, int(ttl * 1000))), None)
+
+    def add(self, key: str, value: bytes, ttl: float) -> bool:
+        return bool(self._call(lambda: self.client.set(key, value, px=max(1, int(ttl * 1000)), nx=True), False))
+
+    def delete(self, key: str) -> None:
+        self._call(lambda: self.client.delete(key), None)
+
+    def incr(self, keys: Sequence[str]) -> bool:
+        def bump() -> bool:
+            pipe = self.client.pipeline(transaction=True)
+            for key in keys:
+                pipe.incr(key)
+            pipe.execute()
+            return True
+
+        return self._call(bump, False)
+
+    def ping(self) -> bool:
+        return bool(self._call(self.client.ping, False))
+
+
+class LocalStore:
+    """In-process store for the embedded default (one process): same semantics, no server."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[bytes, float]] = {}
+        self._lock = threading.Lock()
+
+    def available(self) -> bool:
+        return True
+
+    def _get(self, key: str, now: float) -> bytes | None:
+        hit = self._data.get(key)
+        if hit is None or hit[1] <= now:
+            return None
+        return hit[0]
+
+    def mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        now = time.monotonic()
+        with self._lock:
+            return [self._get(k, now) for k in keys]
+
+    def set(self, key: str, value: bytes, ttl: float) -> None:
+        with self._lock:
+            if len(self._data) > 50_000:  # bounded: drop expired entries, then the oldest half
+                now = time.monotonic()
+                self._data = {k: v for k, v in self._data.items() if v[1] > now}
+                for k in list(self._data)[: len(self._data) // 2]:
+                    del self._data[k]
+            self._data[key] = (value, time.monotonic() + ttl)
+
+    def add(self, key: str, value: bytes, ttl: float) -> bool:
+        with self._lock:
+            if self._get(key, time.monotonic()) is not None:
+                return False
+            self._data[key] = (value, time.monotonic() + ttl)
+            return True
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._data.pop(key, None)
+
+    def incr(self, keys: Sequence[str]) -> bool:
+        with self._lock:
+            for key in keys:
+                value = self._get(key, time.monotonic())
+                self._data[key] = (str(int(value or 0) + 1).encode(), float("inf"))
+        return True
+
+    def ping(self) -> bool:
+        return True
+
+
+def make_store(config: dict[str, Any], on_recover: Callable[[], None]) -> Store:
+    url = config.get("REDIS_URL")
+    if not url:
+        return LocalStore()
+    breaker = CircuitBreaker(config["CACHE_BREAKER_THRESHOLD"], config["CACHE_BREAKER_COOLDOWN"], on_recover)
+    return RedisStore(url, timeout=config["CACHE_TIMEOUT"], pool_size=config["CACHE_POOL_SIZE"], breaker=breaker)

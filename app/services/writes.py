@@ -1,0 +1,295 @@
+"""Post and comment writes: one transaction each, keeping the denormalized columns exact.
+
+The read path trusts four copies of the truth, so every write maintains them in the same
+transaction as the change itself:
+
+- `post_tags.published_at` is the post's `published_at` while the post is visible
+  (published and not deleted), else NULL;
+- `authors.post_count`, `categories.post_count`, `tags.post_count` count visible posts;
+- `posts.comment_count` counts the post's comments.
+
+Each post write takes the post's footprint (visibility, author, category, tags) before and
+after the change and applies the difference with relative `UPDATE ... SET post_count =
+post_count + :d` statements (never a recount), in a fixed table order (authors, categories,
+tags; ids ascending) so concurrent writes lock counter rows in the same order. Editing a post
+locks its row first (SELECT ... FOR UPDATE), so two edits of one post cannot both apply the
+same transition. Everything goes through `db.session` (the cache tier listens to its flushes
+and commits), and each service commits exactly once.
+
+Publishing: a post's `published_at` is set to now the first time it is published and kept
+afterwards. Unpublishing or deleting keeps it; re-publishing puts the post back at its
+original place in the feeds rather than on top (a republish is a correction, not news), and
+its permalink, feed position and cursors stay stable.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from app.errors import ApiError, not_found
+from app.extensions import db
+from app.models import Author, Category, Comment, Post, PostTag, Tag
+from app.models.types import utcnow
+from app.schemas.params import MAX_ID
+from app.schemas.writes import validation_failed
+from app.services.posts import get_post
+
+SLUG_SUFFIX_BYTES = 3  # 6 hex digits: collisions are rare; a taken slug draws a new suffix
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Footprint:
+    """What one post contributes to the denormalized counters (nothing while hidden)."""
+
+    visible: bool
+    author_id: int
+    category_id: int
+    tag_ids: frozenset[int]
+
+
+def _footprint(post: Post, tag_ids: Iterable[int]) -> Footprint:
+    return Footprint(post.visible, post.author_id, post.category_id, frozenset(tag_ids))
+
+
+def _shift_post_counts(before: Footprint, after: Footprint) -> None:
+    """Move post_count by the difference between two footprints, one UPDATE per (table, step)."""
+    for model, old, new in (
+        (Author, [before.author_id], [after.author_id]),
+        (Category, [before.category_id], [after.category_id]),
+        (Tag, before.tag_ids, after.tag_ids),
+    ):
+        delta: Counter[int] = Counter(new if after.visible else ())
+        delta.subtract(old if before.visible else ())
+        ids_by_step: defaultdict[int, list[int]] = defaultdict(list)
+        for row_id, step in sorted(delta.items()):
+            if step:
+                ids_by_step[step].append(row_id)
+        for step, ids in sorted(ids_by_step.items()):
+            db.session.execute(
+                update(model).where(model.id.in_(ids)).values(post_count=model.post_count + step),
+                execution_options={"synchronize_session": False},  # counters are never read back here
+            )
+
+
+def _sync_tag_links(post: Post, links: dict[int, PostTag], tag_ids: frozenset[int]) -> None:
+    """Make the post's post_tags rows match `tag_ids`, each carrying the visible-only date copy."""
+    copy = post.published_at if post.visible else None
+    for tag_id, link in links.items():
+        if tag_id not in tag_ids:
+            db.session.delete(link)
+        elif link.published_at != copy:
+            link.published_at = copy
+    for tag_id in sorted(tag_ids - links.keys()):
+        db.session.add(PostTag(post_id=post.id, tag_id=tag_id, published_at=copy))
+
+
+def _apply(post: Post, before: Footprint, links: dict[int, PostTag], tag_ids: frozenset[int]) -> None:
+    _sync_tag_links(post, links, tag_ids)
+    _shift_post_counts(before, _footprint(post, tag_ids))
+
+
+def _resolve_taxonomy(data: dict[str, Any]) -> tuple[int | None, frozenset[int] | None]:
+    """Category and tag slugs -> ids (None where not given); unknown slugs are a 422."""
+    errors: dict[str, list[str]] = {}
+    category_id = tag_ids = None
+    if "category" in data:
+        category_id = db.session.execute(select(Category.id).where(Category.slug == data["category"])).scalar()
+        if category_id is None:
+            errors["category"] = [f"Unknown category '{data['category']}'."]
+    if "tags" in data:
+        found = dict(db.session.execute(select(Tag.slug, Tag.id).where(Tag.slug.in_(data["tags"]))).tuples())
+        missing = [slug for slug in data["tags"] if slug not in found]
+        if missing:
+            errors["tags"] = [f"Unknown tag '{slug}'." for slug in missing]
+        tag_ids = frozenset(found.values())
+    if errors:
+        raise validation_failed(errors)
+    return category_id, tag_ids
+
+
+def _slug_taken(slug: str) -> bool:
+    return db.session.execute(select(Post.id).where(Post.slug == slug)).first() is not None
+
+
+def _slug_from_title(title: str) -> str:
+    """`Hello, Wörld!` -> `hello-world-3f9a1c`: ASCII words of the title plus a random suffix."""
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode().lower()
+    base = _NOT_SLUG.sub("-", ascii_title).strip("-")[: 200 - 1 - 2 * SLUG_SUFFIX_BYTES].strip("-") or "post"
+    while True:
+        slug = f"{base}-{secrets.token_hex(SLUG_SUFFIX_BYTES)}"
+        if not _slug_taken(slug):
+            return slug
+
+
+def _slug_conflict() -> ApiError:
+    return validation_failed({"slug": ["This slug is already in use."]})
+
+
+def _insert(post: Post) -> None:
+    """INSERT the post now (its id is needed); a slug taken concurrently is still a 422."""
+    db.session.add(post)
+    try:
+        db.session.flush()
+    except IntegrityError as exc:
+        db.session.rollback()
+        if "uq_posts_slug" in str(exc.orig) or "posts.slug" in str(exc.orig):  # PostgreSQL, SQLite
+            raise _slug_conflict() from None
+        raise
+
+
+def _editable_post(author_id: int, post_id: int) -> tuple[Post, dict[int, PostTag]]:
+    """The post (row-locked) and its tag links; 404 when missing or deleted, 403 when not
+    the caller's."""
+    post = None
+    if post_id <= MAX_ID:
+        locked = select(Post).where(Post.id == post_id).with_for_update().execution_options(populate_existing=True)
+        post = db.session.execute(locked).scalar_one_or_none()
+    if post is None or post.deleted_at is not None:
+        raise not_found(f"No post with id {post_id}.")
+    if post.author_id != author_id:
+        raise ApiError(403, "forbidden", "Editors may change only their own posts.", title="Forbidden")
+    links = db.session.execute(select(PostTag).where(PostTag.post_id == post.id)).scalars()
+    return post, {link.tag_id: link for link in links}
+
+
+def _publish(post: Post, status: str, now: datetime) -> None:
+    post.status = status
+    if status == "published" and post.published_at is None:
+        post.published_at = now
+
+
+def _detail(post: Post) -> dict[str, Any]:
+    """The post as GET /posts/{id} shows it, plus `status`; drafts are built here the same way."""
+    item = get_post(post.id) if post.visible else _draft_detail(post)
+    if item is None:  # hidden again by a concurrent write after our commit
+        item = _draft_detail(post)
+    item["status"] = post.status
+    return item
+
+
+def _draft_detail(post: Post) -> dict[str, Any]:
+    author = db.session.get_one(Author, post.author_id)
+    category = db.session.get_one(Category, post.category_id)
+    tags = db.session.execute(
+        select(Tag.id, Tag.slug, Tag.name)
+        .join(PostTag, PostTag.tag_id == Tag.id)
+        .where(PostTag.post_id == post.id)
+        .order_by(Tag.slug)
+    ).all()
+    return {
+        "id": post.id,
+        "slug": post.slug,
+        "title": post.title,
+        "summary": post.summary,
+        "body": post.body,
+        "url": f"{current_app.config['SITE_URL']}/posts/{post.slug}",
+        "published_at": post.published_at,
+        "updated_at": post.updated_at,
+        "author": _author_dict(author),
+        "category": {"id": category.id, "slug": category.slug, "name": category.name},
+        "tags": [{"id": tid, "slug": slug, "name": name} for tid, slug, name in tags],
+        "comment_count": post.comment_count,
+    }
+
+
+def _author_dict(author: Author) -> dict[str, Any]:
+    return {
+        "id": author.id,
+        "username": author.username,
+        "display_name": author.display_name,
+        "avatar_url": author.avatar_url,
+    }
+
+
+def create_post(author_id: int, data: dict[str, Any]) -> dict[str, Any]:
+    """A new post by `author_id` (published unless `status` is draft); returns its detail."""
+    category_id, tag_ids = _resolve_taxonomy(data)
+    if "slug" in data and _slug_taken(data["slug"]):
+        raise _slug_conflict()
+    now = utcnow()
+    post = Post(
+        slug=data.get("slug") or _slug_from_title(data["title"]),
+        title=data["title"],
+        summary=data["summary"],
+        body=data["body"],
+        author_id=author_id,
+        category_id=category_id,
+        status="draft",
+        created_at=now,
+        updated_at=now,
+        comment_count=0,
+    )
+    _publish(post, data["status"], now)
+    _insert(post)
+    hidden = Footprint(False, author_id, post.category_id, frozenset())
+    _apply(post, hidden, {}, tag_ids or frozenset())
+    db.session.commit()
+    return _detail(post)
+
+
+def update_post(author_id: int, post_id: int, changes: dict[str, Any]) -> dict[str, Any]:
+    """Edit, publish or unpublish the caller's post; returns its detail."""
+    post, links = _editable_post(author_id, post_id)
+    category_id, tag_ids = _resolve_taxonomy(changes)
+    before = _footprint(post, links)
+    now = utcnow()
+    for field in ("title", "summary", "body"):
+        if field in changes:
+            setattr(post, field, changes[field])
+    if category_id is not None:
+        post.category_id = category_id
+    if "status" in changes:
+        _publish(post, changes["status"], now)
+    post.updated_at = now
+    _apply(post, before, links, before.tag_ids if tag_ids is None else tag_ids)
+    db.session.commit()
+    return _detail(post)
+
+
+def delete_post(author_id: int, post_id: int) -> None:
+    """Soft-delete the caller's post: it leaves every feed and count at once."""
+    post, links = _editable_post(author_id, post_id)
+    before = _footprint(post, links)
+    post.deleted_at = post.updated_at = utcnow()
+    _apply(post, before, links, before.tag_ids)
+    db.session.commit()
+
+
+def add_comment(author_id: int, post_id: int, body: str) -> dict[str, Any]:
+    """A new comment on a visible post (404 otherwise), counted in the same transaction."""
+    missing = not_found(f"No published post with id {post_id}.")
+    if post_id > MAX_ID:
+        raise missing
+    bump = (
+        update(Post)
+        .where(Post.id == post_id, Post.is_visible())
+        .values(comment_count=Post.comment_count + 1)
+        .returning(Post.id)
+    )
+    # The atomic increment also row-locks the post, so it cannot be hidden under us.
+    if db.session.execute(bump, execution_options={"synchronize_session": False}).first() is None:
+        raise missing
+    comment = Comment(post_id=post_id, author_id=author_id, body=body, created_at=utcnow())
+    db.session.add(comment)
+    db.session.flush()
+    item = {
+        "id": comment.id,
+        "post_id": post_id,
+        "author": _author_dict(db.session.get_one(Author, author_id)),
+        "body": comment.body,
+        "created_at": comment.created_at,
+    }
+    db.session.commit()
+    return item

@@ -77,9 +77,11 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "CACHE_TIMEOUT": float(env.get("CACHE_TIMEOUT", 0.05)),
         "CACHE_BREAKER_THRESHOLD": 3,
         "CACHE_BREAKER_COOLDOWN": float(env.get("CACHE_BREAKER_COOLDOWN", 2.0)),
-        # Per worker: gevent runs up to worker_connections greenlets; each holds a Redis
-        # connection only for one round trip, so 50 covers the bursts without queueing.
-        "CACHE_POOL_SIZE": _int("CACHE_POOL_SIZE", 50),
+        # Per worker: one connection per concurrent greenlet at most (worker_connections);
+        # opened lazily, so the cap costs nothing until a burst needs it. An exhausted pool
+        # is local contention, not a sick Redis, so waiting for a slot has its own budget.
+        "CACHE_POOL_SIZE": _int("CACHE_POOL_SIZE", 200),
+        "CACHE_POOL_WAIT": float(env.get("CACHE_POOL_WAIT", 0.25)),
         # Fresh lifetimes (s). Content changes never wait for these (generations bump at
         # commit); they bound how long counters inside list items may lag (the contract).
         "CACHE_TTL_FEED": float(env.get("CACHE_TTL_FEED", 30)),

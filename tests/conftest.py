@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from app import create_app
 from app.cache.store import LocalStore
 from app.extensions import db
-from devstack.servers import Postgres
+from devstack.servers import Postgres, Redis
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-not-for-production"
@@ -25,15 +25,29 @@ BASE_POSTS = 400  # the shared dataset: big enough for multi-page walks in every
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A PostgreSQL server for this run: TEST_DATABASE_URL when given, else a throwaway one."""
-    given = os.environ.get("TEST_DATABASE_URL")
-    if given:
-        yield given
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres | None]:
+    """The throwaway PostgreSQL server, or None when TEST_DATABASE_URL names one."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield None
         return
     server = Postgres.start(tmp_path_factory.mktemp("pg"))
     try:
-        yield server.url
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(pg_server: Postgres | None) -> str:
+    return pg_server.url if pg_server else os.environ["TEST_DATABASE_URL"]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
+    """A throwaway Redis server for this run."""
+    server = Redis.start(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
     finally:
         server.stop()
 

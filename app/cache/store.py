@@ -73,11 +73,11 @@ class CircuitBreaker:
 class RedisStore:
     """redis-py with hiredis, a blocking pool sized for greenlets, and millisecond timeouts."""
 
-    def __init__(self, url: str, *, timeout: float, pool_size: int, breaker: CircuitBreaker) -> None:
+    def __init__(self, url: str, *, timeout: float, pool_size: int, pool_wait: float, breaker: CircuitBreaker) -> None:
         pool = redis.BlockingConnectionPool.from_url(
             url,
             max_connections=pool_size,
-            timeout=timeout,  # waiting for a free connection counts against the same budget
+            timeout=pool_wait,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
         )
@@ -182,4 +182,10 @@ def make_store(config: dict[str, Any], on_recover: Callable[[], None]) -> Store:
     if not url:
         return LocalStore()
     breaker = CircuitBreaker(config["CACHE_BREAKER_THRESHOLD"], config["CACHE_BREAKER_COOLDOWN"], on_recover)
-    return RedisStore(url, timeout=config["CACHE_TIMEOUT"], pool_size=config["CACHE_POOL_SIZE"], breaker=breaker)
+    return RedisStore(
+        url,
+        timeout=config["CACHE_TIMEOUT"],
+        pool_size=config["CACHE_POOL_SIZE"],
+        pool_wait=config["CACHE_POOL_WAIT"],
+        breaker=breaker,
+    )

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 from flask import Flask
+from flask.cli import with_appcontext
 
 
 @click.command("create-editor")
 @click.argument("username")
 @click.option("--display-name", help="Shown on posts (default: the username; kept when promoting).")
-@click.password_option("--password", prompt="Password", help="Read from the terminal or stdin when omitted.")
-def create_editor_command(username: str, display_name: str | None, password: str) -> None:
-    """Create the editor USERNAME, or promote an existing author and set the password."""
+@with_appcontext
+def create_editor_command(username: str, display_name: str | None) -> None:
+    """Create the editor USERNAME, or promote an existing author and set the password.
+
+    The password is prompted for twice (never an argument: it would land in shell history);
+    piped stdin works too, e.g. `printf 'pw\\npw\\n' | flask create-editor ada`.
+    """
     from app.services.auth import AccountError, make_editor
 
+    # getpass reads /dev/tty even when stdin is a pipe, so hide input only on a terminal.
+    password = click.prompt("Password", hide_input=sys.stdin.isatty(), confirmation_prompt=True)
     try:
         author, created = make_editor(username, password, display_name)
     except AccountError as exc:

@@ -91,7 +91,7 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "CACHE_STALE_TTL": float(env.get("CACHE_STALE_TTL", 600)),  # kept past fresh: DB down, refresh
         "CACHE_JITTER": 0.1,  # +-10% on every TTL so keys filled together do not expire together
         "CACHE_LOCK_TTL": 2.0,  # single-flight lock: longer than a slow page, short if its holder dies
-        "CACHE_MISS_WAIT": 1.0,  # how long a miss waits for the lock holder's result
+        "CACHE_MISS_WAIT": 5.0,  # a miss waits for lock holders this long at most, then computes
         # HTTP caching: clients revalidate each second (cheap 304s); the edge (Nginx) holds a
         # page 1 s (the contract's edge bound), may serve it while refreshing, and serves it
         # for 5 min when the origin fails.

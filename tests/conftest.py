@@ -20,7 +20,7 @@ from app.extensions import db
 from devstack.servers import Postgres, Redis
 
 REPO = Path(__file__).resolve().parent.parent
-SECRET = "test-secret-not-for-production"
+SECRET = "test-secret-not-for-production-0123456789"
 BASE_POSTS = 400  # the shared dataset: big enough for multi-page walks in every feed
 
 

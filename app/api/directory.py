@@ -17,7 +17,9 @@ bp = Blueprint("directory", __name__)
 def categories() -> Response:
     params = parse_query(no_query, request.args)
     policy = page_cache().policies["directory"]
-    return serve("categories", ["directory"], params, policy, lambda: rendered_json({"data": directory.list_categories()}))
+    return serve(
+        "categories", ["directory"], params, policy, lambda: rendered_json({"data": directory.list_categories()})
+    )
 
 
 @bp.get("/tags")
@@ -26,7 +28,11 @@ def tags() -> Response:
     limit = params["limit"]
     policy = page_cache().policies["directory"]
     return serve(
-        "tags", ["directory"], params, policy, lambda: rendered_json({"data": directory.list_tags(limit), "meta": {"limit": limit}})
+        "tags",
+        ["directory"],
+        params,
+        policy,
+        lambda: rendered_json({"data": directory.list_tags(limit), "meta": {"limit": limit}}),
     )
 
 

@@ -40,7 +40,11 @@ def posts_by_ids() -> Response:
     # Any change to a visible post bumps "feed", so one generation covers every id asked.
     key_params = {"ids": ",".join(map(str, ids))}
     return serve(
-        "posts", ["feed"], key_params, page_cache().policies["feed"], lambda: rendered_json({"data": posts.get_posts(ids)})
+        "posts",
+        ["feed"],
+        key_params,
+        page_cache().policies["feed"],
+        lambda: rendered_json({"data": posts.get_posts(ids)}),
     )
 
 

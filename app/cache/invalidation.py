@@ -81,9 +81,15 @@ def _after_flush(session: Session, flush_context: Any) -> None:
     names = namespaces_for(session)
     if not names:
         return
-    outbox_id = session.connection().execute(
-        insert(CacheOutbox).values(namespaces=" ".join(sorted(names)), created_at=db.func.now()).returning(CacheOutbox.id)
-    ).scalar_one()
+    outbox_id = (
+        session.connection()
+        .execute(
+            insert(CacheOutbox)
+            .values(namespaces=" ".join(sorted(names)), created_at=db.func.now())
+            .returning(CacheOutbox.id)
+        )
+        .scalar_one()
+    )
     session.info.setdefault(_NAMESPACES, set()).update(names)
     session.info.setdefault(_OUTBOX_IDS, []).append(outbox_id)
 
@@ -149,6 +155,7 @@ def init_invalidation(app: Flask) -> None:
     app.extensions["readwire.invalidator"] = Invalidator(app)
     if not getattr(init_invalidation, "_listening", False):
         from flask_sqlalchemy.session import Session as session_class
+
         event.listen(session_class, "after_flush", _after_flush)
         event.listen(session_class, "after_commit", _after_commit)
         event.listen(session_class, "after_rollback", _after_rollback)

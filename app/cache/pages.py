@@ -84,7 +84,7 @@ class PageCache:
         self.stale_ttl = float(config["CACHE_STALE_TTL"])
         self.jitter = float(config["CACHE_JITTER"])
         self.lock_ttl = float(config["CACHE_LOCK_TTL"])
-        self.wait = float(config["CACHE_MISS_WAIT"])
+        self.wait = float(config["CACHE_MISS_WAIT"])  # total, across lock holders
         control = config["HTTP_CACHE_CONTROL"]
         self.policies = {
             "feed": Policy(float(config["CACHE_TTL_FEED"]), control),
@@ -139,16 +139,16 @@ class PageCache:
         self.store.delete(key + "#lock")
 
     def wait_for(self, key: str) -> Entry | None:
-        """Another worker is computing this page: poll briefly for its result."""
-        deadline = time.monotonic() + self.wait
+        """Another worker holds the lock: poll for its entry until the lock is released."""
         delay = 0.005
-        while time.monotonic() < deadline:
+        while True:
             time.sleep(delay)
-            entry = self.get(key)
+            entry, lock = self.store.mget([key, key + "#lock"]) or (None, None)
             if entry is not None:
-                return entry
+                return Entry.decode(entry)
+            if lock is None:
+                return None
             delay = min(delay * 2, 0.05)
-        return None
 
 
 def page_cache() -> PageCache:
@@ -252,14 +252,19 @@ def serve(
 def _respond_to_miss(
     cache: PageCache, key: str, etag: str, policy: Policy, compute: Callable[[], Rendered]
 ) -> Response:
-    if cache.lock(key):
-        try:
-            entry = cache.put(key, _render(compute), policy.ttl)
-        finally:
-            cache.unlock(key)
-        return _respond(entry.rendered, etag, policy, entry.stored_at)
-    waited = cache.wait_for(key)
-    if waited is not None:
-        return _respond(waited.rendered, etag, policy, waited.stored_at)
-    entry = cache.put(key, _render(compute), policy.ttl)  # the lock holder is slow or gone
-    return _respond(entry.rendered, etag, policy, entry.stored_at)
+    """Single flight: the lock holder computes; the others wait for its entry while the lock
+    lives, and compute themselves only if it vanished without an entry (holder died)."""
+    give_up = time.monotonic() + cache.wait
+    while True:
+        if cache.lock(key):
+            try:
+                # Double-checked: the previous holder may have stored it since our miss.
+                entry = cache.get(key) or cache.put(key, _render(compute), policy.ttl)
+            finally:
+                cache.unlock(key)
+            return _respond(entry.rendered, etag, policy, entry.stored_at)
+        waited = cache.wait_for(key)
+        if waited is not None:
+            return _respond(waited.rendered, etag, policy, waited.stored_at)
+        if time.monotonic() > give_up:  # the cache is too slow to coordinate: just answer
+            return _respond(_render(compute), etag, policy, time.time())

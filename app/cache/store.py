@@ -11,9 +11,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -81,7 +83,8 @@ class RedisStore:
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
         )
-        self.client = redis.Redis(connection_pool=pool, retry=None)
+        # No retries: a failed call is a miss, and the breaker decides when to try again.
+        self.client = redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
         self.breaker = breaker
 
     def _call(self, fn: Callable[[], T], default: T) -> T:
@@ -100,13 +103,13 @@ class RedisStore:
         return self.breaker.state != "open"
 
     def mget(self, keys: Sequence[str]) -> list[bytes | None] | None:
-        return self._call(lambda: self.client.mget(keys), None)
+        return self._call(lambda: cast("list[bytes | None]", self.client.mget(keys)), None)
 
     def set(self, key: str, value: bytes, ttl: float) -> None:
         self._call(lambda: self.client.set(key, value, px=max(1, int(ttl * 1000))), None)
 
     def add(self, key: str, value: bytes, ttl: float) -> bool:
-        return bool(self._call(lambda: self.client.set(key, value, px=max(1, int(ttl * 1000)), nx=True), False))
+        return self._call(lambda: bool(self.client.set(key, value, px=max(1, int(ttl * 1000)), nx=True)), False)
 
     def delete(self, key: str) -> None:
         self._call(lambda: self.client.delete(key), None)

@@ -7,6 +7,7 @@ claim, so writes need no lookup to authorize. Refreshing re-reads the role from 
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 from flask import current_app
@@ -77,11 +78,11 @@ def make_editor(username: str, password: str, display_name: str | None = None) -
 
 
 def _access_token(author: Author) -> dict[str, Any]:
-    lifetime = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
+    lifetime = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]  # a timedelta, or seconds
     return {
         "access_token": create_access_token(identity=str(author.id), additional_claims={"role": author.role}),
         "token_type": "Bearer",
-        "expires_in": int(lifetime.total_seconds()),
+        "expires_in": int(lifetime.total_seconds() if isinstance(lifetime, timedelta) else lifetime),
     }
 
 

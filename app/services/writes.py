@@ -1,7 +1,7 @@
 """Post and comment writes: one transaction each, keeping the denormalized columns exact.
 
-The read path trusts four copies of the truth, so every write maintains them in the same
-transaction as the change itself:
+The read path trusts these copies, so every write maintains them in the same transaction as
+the change itself:
 
 - `post_tags.published_at` is the post's `published_at` while the post is visible
   (published and not deleted), else NULL;
@@ -10,16 +10,16 @@ transaction as the change itself:
 
 Each post write takes the post's footprint (visibility, author, category, tags) before and
 after the change and applies the difference with relative `UPDATE ... SET post_count =
-post_count + :d` statements (never a recount), in a fixed table order (authors, categories,
-tags; ids ascending) so concurrent writes lock counter rows in the same order. Editing a post
-locks its row first (SELECT ... FOR UPDATE), so two edits of one post cannot both apply the
-same transition. Everything goes through `db.session` (the cache tier listens to its flushes
-and commits), and each service commits exactly once.
+post_count + :d` statements (never a recount): one per table, tables always in the same order
+(authors, categories, tags), so concurrent writes take counter-row locks in one order. Editing
+a post locks its row first (SELECT ... FOR UPDATE), so two edits of one post cannot both apply
+the same transition. Everything goes through `db.session` (the cache tier listens to its
+flushes and commits), and each service commits exactly once.
 
 Publishing: a post's `published_at` is set to now the first time it is published and kept
-afterwards. Unpublishing or deleting keeps it; re-publishing puts the post back at its
-original place in the feeds rather than on top (a republish is a correction, not news), and
-its permalink, feed position and cursors stay stable.
+afterwards. Unpublishing or deleting keeps it, so re-publishing puts the post back at its
+original place in the feeds rather than on top (a republish is a correction, not news) and its
+position and cursors stay stable. Walkers already past that place will not see it again.
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.errors import ApiError, not_found
@@ -64,7 +64,8 @@ def _footprint(post: Post, tag_ids: Iterable[int]) -> Footprint:
 
 
 def _shift_post_counts(before: Footprint, after: Footprint) -> None:
-    """Move post_count by the difference between two footprints, one UPDATE per (table, step)."""
+    """Move post_count by the difference between two footprints: at most one relative UPDATE
+    per table (`post_count + CASE id WHEN .. THEN step .. END`), tables always in this order."""
     for model, old, new in (
         (Author, [before.author_id], [after.author_id]),
         (Category, [before.category_id], [after.category_id]),
@@ -72,15 +73,13 @@ def _shift_post_counts(before: Footprint, after: Footprint) -> None:
     ):
         delta: Counter[int] = Counter(new if after.visible else ())
         delta.subtract(old if before.visible else ())
-        ids_by_step: defaultdict[int, list[int]] = defaultdict(list)
-        for row_id, step in sorted(delta.items()):
-            if step:
-                ids_by_step[step].append(row_id)
-        for step, ids in sorted(ids_by_step.items()):
-            db.session.execute(
-                update(model).where(model.id.in_(ids)).values(post_count=model.post_count + step),
-                execution_options={"synchronize_session": False},  # counters are never read back here
-            )
+        steps = {row_id: step for row_id, step in sorted(delta.items()) if step}
+        if not steps:
+            continue
+        db.session.execute(
+            update(model).where(model.id.in_(steps)).values(post_count=model.post_count + case(steps, value=model.id)),
+            execution_options={"synchronize_session": False},  # counters are never read back here
+        )
 
 
 def _sync_tag_links(post: Post, links: dict[int, PostTag], tag_ids: frozenset[int]) -> None:
@@ -109,7 +108,8 @@ def _resolve_taxonomy(data: dict[str, Any]) -> tuple[int | None, frozenset[int] 
         if category_id is None:
             errors["category"] = [f"Unknown category '{data['category']}'."]
     if "tags" in data:
-        found = dict(db.session.execute(select(Tag.slug, Tag.id).where(Tag.slug.in_(data["tags"]))).tuples())
+        rows = db.session.execute(select(Tag.slug, Tag.id).where(Tag.slug.in_(data["tags"])))
+        found: dict[str, int] = {slug: tag_id for slug, tag_id in rows}
         missing = [slug for slug in data["tags"] if slug not in found]
         if missing:
             errors["tags"] = [f"Unknown tag '{slug}'." for slug in missing]

@@ -187,9 +187,7 @@ def test_404_is_cached_briefly_and_cleared_by_a_publish(cached_app: Flask, sql: 
     assert client.get(f"/api/v1/posts/{draft_id}").status_code == 200
 
 
-def test_redis_down_reads_and_writes_work_and_nothing_is_stale_after(
-    cached_app: Flask, redis_server: Redis
-) -> None:
+def test_redis_down_reads_and_writes_work_and_nothing_is_stale_after(cached_app: Flask, redis_server: Redis) -> None:
     post = top_post(cached_app)
     assert first_title(cached_app) == post.title  # warm
     redis_server.pause()  # hung, with its data: the worst case for staleness

@@ -1,0 +1,103 @@
+"""The seed on in-memory SQLite (no server): same seed, same rows; correct counters; --if-empty, --reset."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import text
+
+from app import create_app
+from app.extensions import db
+from app.models.post import VISIBLE_SQL
+from app.services.seed import COLUMNS, seed
+
+POSTS = 200
+# Each query counts rows that break an invariant the seed promises.
+BROKEN = {
+    "posts.comment_count": "SELECT count(*) FROM posts p WHERE comment_count != "
+    "(SELECT count(*) FROM comments c WHERE c.post_id = p.id)",
+    "authors.post_count": "SELECT count(*) FROM authors a WHERE post_count != "
+    f"(SELECT count(*) FROM posts WHERE author_id = a.id AND {VISIBLE_SQL})",
+    "categories.post_count": "SELECT count(*) FROM categories c WHERE post_count != "
+    f"(SELECT count(*) FROM posts WHERE category_id = c.id AND {VISIBLE_SQL})",
+    "tags.post_count": "SELECT count(*) FROM tags t WHERE post_count != (SELECT count(*) FROM post_tags pt "
+    f"JOIN posts ON posts.id = pt.post_id WHERE pt.tag_id = t.id AND {VISIBLE_SQL})",
+    "post_tags.published_at": "SELECT count(*) FROM post_tags pt JOIN posts p ON p.id = pt.post_id WHERE pt.published_at "
+    "IS NOT (CASE WHEN p.status = 'published' AND p.deleted_at IS NULL THEN p.published_at END)",
+    "comment before its post": "SELECT count(*) FROM comments c JOIN posts p ON p.id = c.post_id "
+    "WHERE c.created_at < p.published_at OR p.published_at IS NULL",
+}
+
+
+def make_app() -> Flask:
+    app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://", "SECRET_KEY": "x", "TESTING": True})
+    with app.app_context():
+        db.create_all()
+    return app
+
+
+def scalar(sql: str) -> Any:
+    with db.engine.connect() as conn:
+        return conn.execute(text(sql)).scalar()
+
+
+def dump() -> dict[str, list[tuple[Any, ...]]]:
+    with db.engine.connect() as conn:
+        return {t: [tuple(r) for r in conn.execute(text(f"SELECT * FROM {t} ORDER BY 1, 2"))] for t in COLUMNS}
+
+
+def seeded(seed_value: int) -> tuple[dict[str, Any], dict[str, list[tuple[Any, ...]]]]:
+    with make_app().app_context():
+        counts = seed(POSTS, seed=seed_value, progress=False)
+        return counts, dump()
+
+
+def test_same_seed_gives_the_same_rows() -> None:
+    counts, rows = seeded(3)
+    again_counts, again = seeded(3)
+    _, other = seeded(4)
+    assert rows == again and rows != other
+    assert (
+        {t: counts[t] for t in COLUMNS} == {t: len(r) for t, r in rows.items()} == {t: again_counts[t] for t in COLUMNS}
+    )
+    assert counts["posts"] == POSTS and counts["post_tags"] > POSTS and counts["comments"] > POSTS
+
+
+def test_counters_and_shape() -> None:
+    with make_app().app_context():
+        seed(POSTS, seed=3, progress=False)
+        assert {name: scalar(sql) for name, sql in BROKEN.items()} == dict.fromkeys(BROKEN, 0)
+        assert scalar("SELECT count(*) FROM posts WHERE status = 'draft' AND published_at IS NULL") > 0
+        assert scalar("SELECT count(*) FROM posts WHERE deleted_at IS NOT NULL") > 0
+        assert scalar(f"SELECT count(*) FROM posts WHERE {VISIBLE_SQL}") > 0.9 * POSTS
+        # Some visible posts share published_at on purpose (the feeds break ties by id).
+        assert scalar(f"SELECT count(*) - count(DISTINCT published_at) FROM posts WHERE {VISIBLE_SQL}") > 0
+        assert scalar("SELECT max(post_count) FROM tags") > 3 * scalar("SELECT avg(post_count) FROM tags")  # Zipf
+        assert scalar("SELECT avatar_url FROM authors WHERE id = 1") == (
+            f"https://avatars.readwire.example/{scalar('SELECT username FROM authors WHERE id = 1')}.png"
+        )
+
+
+def test_if_empty_refuse_and_reset_through_the_cli() -> None:
+    app = make_app()
+    runner = app.test_cli_runner()
+    posts = "SELECT count(*) FROM posts"
+
+    result = runner.invoke(args=["seed", "--posts", "50", "--if-empty", "--no-progress"])
+    assert result.exit_code == 0 and "seed: 50 posts" in result.output
+    with app.app_context():
+        before = dump()
+
+    result = runner.invoke(args=["seed", "--posts", "80", "--if-empty", "--no-progress"])
+    assert result.exit_code == 0 and "nothing to do" in result.output
+    result = runner.invoke(args=["seed", "--posts", "80", "--no-progress"])
+    assert result.exit_code == 1 and "--reset" in result.output
+    with app.app_context():
+        assert dump() == before
+
+    result = runner.invoke(args=["seed", "--posts", "30", "--reset", "--no-progress"])
+    assert result.exit_code == 0
+    with app.app_context():
+        assert scalar(posts) == 30
+        assert scalar("SELECT max(id) FROM posts") == 30

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 from flask import Flask, Response
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
@@ -131,12 +131,6 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def _database_or_unexpected(exc: DBAPIError) -> Response:
-    if exc.connection_invalidated or _is_operational(exc):
+    if exc.connection_invalidated or isinstance(exc, OperationalError):
         return _from_database_error(exc)
     return _from_unexpected(exc)
-
-
-def _is_operational(exc: DBAPIError) -> bool:
-    from sqlalchemy.exc import OperationalError
-
-    return isinstance(exc, OperationalError)

@@ -158,5 +158,8 @@ def get_posts(ids: list[int]) -> list[dict[str, Any]]:
     return items
 
 
+_IS_VISIBLE = select(Post.id).where(Post.id == bindparam("post_id"), VISIBLE)
+
+
 def is_visible(post_id: int) -> bool:
-    return db.session.execute(select(Post.id).where(Post.id == post_id, VISIBLE)).first() is not None
+    return db.session.execute(_IS_VISIBLE, {"post_id": post_id}).first() is not None

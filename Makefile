@@ -32,13 +32,13 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check app tests devstack
-	$(BIN)/ruff format --check app tests devstack
+	$(BIN)/ruff check app tests devstack bench
+	$(BIN)/ruff format --check app tests devstack bench
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff format app tests devstack
-	$(BIN)/ruff check --fix app tests devstack
+	$(BIN)/ruff format app tests devstack bench
+	$(BIN)/ruff check --fix app tests devstack bench
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache

@@ -82,6 +82,12 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         # is local contention, not a sick Redis, so waiting for a slot has its own budget.
         "CACHE_POOL_SIZE": _int("CACHE_POOL_SIZE", 200),
         "CACHE_POOL_WAIT": float(env.get("CACHE_POOL_WAIT", 0.25)),
+        # In-process layer (app/cache/near.py). Version counters are mirrored with Redis
+        # client tracking; a copy is trusted this long after Redis last answered, which is
+        # also how long a write waits when its invalidation could not reach Redis. 0 = off.
+        "CACHE_MIRROR_TRUST": float(env.get("CACHE_MIRROR_TRUST", 0.1)),
+        # Hot page entries kept per process (bytes); a hit on one costs no round trip.
+        "CACHE_LOCAL_BYTES": _int("CACHE_LOCAL_BYTES", 64 * 1024 * 1024),
         # Fresh lifetimes (s). Content changes never wait for these (generations bump at
         # commit); they bound how long counters inside list items may lag (the contract).
         "CACHE_TTL_FEED": float(env.get("CACHE_TTL_FEED", 30)),

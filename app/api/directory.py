@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
 from app.api._http import rendered_json
 from app.cache.pages import Rendered, page_cache, serve
 from app.errors import not_found
-from app.schemas.params import no_query, parse_query, tags_query
+from app.schemas.params import no_query, query_params, tags_query
 from app.services import directory
 
 bp = Blueprint("directory", __name__)
@@ -15,7 +15,7 @@ bp = Blueprint("directory", __name__)
 
 @bp.get("/categories")
 def categories() -> Response:
-    params = parse_query(no_query, request.args)
+    params = query_params(no_query)
     policy = page_cache().policies["directory"]
     return serve(
         "categories", ["directory"], params, policy, lambda: rendered_json({"data": directory.list_categories()})
@@ -24,7 +24,7 @@ def categories() -> Response:
 
 @bp.get("/tags")
 def tags() -> Response:
-    params = parse_query(tags_query, request.args)
+    params = query_params(tags_query)
     limit = params["limit"]
     policy = page_cache().policies["directory"]
     return serve(
@@ -38,7 +38,7 @@ def tags() -> Response:
 
 @bp.get("/authors/<username>")
 def author(username: str) -> Response:
-    params = parse_query(no_query, request.args)
+    params = query_params(no_query)
 
     def compute() -> Rendered:
         found = directory.get_author(username)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
 from app.api._http import decode_cursor, rendered_page
 from app.cache.pages import Rendered, page_cache, serve
 from app.errors import not_found
-from app.schemas.params import page_query, parse_query
+from app.schemas.params import page_query, query_params
 from app.services import directory
 from app.services.posts import FeedScope, ScopeKind, feed_page
 
@@ -19,7 +19,7 @@ _NAMESPACES = {"category": "cat", "tag": "tag", "author": "author"}
 
 
 def _feed(kind: ScopeKind, key: str | None = None) -> Response:
-    params = parse_query(page_query, request.args)
+    params = query_params(page_query)
     cursor_scope = "all" if key is None else f"{kind}:{key}"
     after = decode_cursor(params.get("cursor"), cursor_scope)
     namespace = "feed" if key is None else f"{_NAMESPACES[kind]}:{key}"

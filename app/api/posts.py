@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
 from app.api._http import decode_cursor, rendered_json, rendered_page
 from app.cache.pages import Rendered, page_cache, serve
 from app.errors import ApiError, not_found
-from app.schemas.params import MAX_ID, bulk_posts_query, no_query, page_query, parse_query
+from app.schemas.params import MAX_ID, bulk_posts_query, no_query, page_query, query_params
 from app.services import posts
 from app.services.comments import comments_page
 
@@ -20,7 +20,7 @@ def _missing_post(post_id: int) -> ApiError:
 
 @bp.get("/posts/<int:post_id>")
 def post_detail(post_id: int) -> Response:
-    params = parse_query(no_query, request.args)
+    params = query_params(no_query)
     if post_id > MAX_ID:
         raise _missing_post(post_id)
 
@@ -35,7 +35,7 @@ def post_detail(post_id: int) -> Response:
 
 @bp.get("/posts")
 def posts_by_ids() -> Response:
-    params = parse_query(bulk_posts_query, request.args)
+    params = query_params(bulk_posts_query)
     ids = params["ids"]
     # Any change to a visible post bumps "feed", so one generation covers every id asked.
     key_params = {"ids": ",".join(map(str, ids))}
@@ -50,7 +50,7 @@ def posts_by_ids() -> Response:
 
 @bp.get("/posts/<int:post_id>/comments")
 def post_comments(post_id: int) -> Response:
-    params = parse_query(page_query, request.args)
+    params = query_params(page_query)
     scope = f"comments:{post_id}"
     after = decode_cursor(params.get("cursor"), scope)
     if post_id > MAX_ID:

@@ -14,10 +14,11 @@ from typing import Any
 
 PREFIX = "rw:"
 EPOCH_KEY = PREFIX + "epoch"
+GENERATION_PREFIX = PREFIX + "gen:"
 
 
 def generation_key(namespace: str) -> str:
-    return f"{PREFIX}gen:{namespace}"
+    return GENERATION_PREFIX + namespace
 
 
 def normalize(params: Mapping[str, Any]) -> str:

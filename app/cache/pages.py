@@ -26,7 +26,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.cache.invalidation import Invalidator
 from app.cache.keys import EPOCH_KEY, content_etag, etag_for, generation_key, page_key
-from app.cache.store import Store
+from app.cache.near import HotEntries
+from app.cache.store import LocalStore, Store
 from app.errors import PROBLEM_MIMETYPE, ApiError, problem_body
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,9 @@ class PageCache:
     def __init__(self, store: Store, config: dict[str, Any], invalidator: Invalidator) -> None:
         self.store = store
         self.invalidator = invalidator
+        # Hot entries in-process only in front of a remote store (the local one is in-process).
+        local_bytes = int(config["CACHE_LOCAL_BYTES"])
+        self.hot = HotEntries(local_bytes) if local_bytes > 0 and not isinstance(store, LocalStore) else None
         self.negative_ttl = float(config["CACHE_NEGATIVE_TTL"])
         self.stale_ttl = float(config["CACHE_STALE_TTL"])
         self.jitter = float(config["CACHE_JITTER"])
@@ -107,10 +111,10 @@ class PageCache:
         if self.invalidator.pending:
             self._drain_outbox()
         keys = [EPOCH_KEY, *map(generation_key, namespaces)]
-        values = self.store.mget(keys)
+        values = self.store.versions(keys)
         if values is not None and self.invalidator.pending:  # Redis recovered during this call
             self._drain_outbox()
-            values = self.store.mget(keys)
+            values = self.store.versions(keys)
         if values is None:
             return None
         epoch, generations = values[0], values[1:]
@@ -122,14 +126,26 @@ class PageCache:
         return epoch, generations
 
     def get(self, key: str) -> Entry | None:
+        """The entry under `key`: a fresh in-process copy, else whatever the store holds."""
+        hot = self.hot
+        if hot is not None:
+            entry: Entry | None = hot.get(key)
+            if entry is not None and entry.fresh_until > time.time():
+                return entry
         values = self.store.mget([key])
-        return Entry.decode(values[0]) if values else None
+        entry = Entry.decode(values[0]) if values else None
+        if hot is not None and entry is not None:
+            hot.put(key, entry, len(values[0]))  # type: ignore[index, arg-type]
+        return entry
 
     def put(self, key: str, rendered: Rendered, ttl: float) -> Entry:
         now = time.time()
         fresh = (self.negative_ttl if rendered.status == 404 else ttl) * (1 + random.uniform(-self.jitter, self.jitter))
         entry = Entry(rendered, now, now + fresh)
-        self.store.set(key, entry.encode(), fresh + self.stale_ttl)
+        encoded = entry.encode()
+        self.store.set(key, encoded, fresh + self.stale_ttl)
+        if self.hot is not None:
+            self.hot.put(key, entry, len(encoded))
         return entry
 
     def lock(self, key: str) -> bool:
@@ -179,11 +195,28 @@ def _respond(rendered: Rendered, etag: str, policy: Policy, stored_at: float, ag
     headers["Cache-Control"] = policy.cache_control
     headers["Vary"] = "Accept-Encoding"
     if rendered.link:
-        base = current_app.config["PUBLIC_BASE_URL"]
-        headers["Link"] = rendered.link.replace(LINK_BASE, f"{base}{request.path}" if base else request.base_url)
+        headers["Link"] = rendered.link.replace(LINK_BASE, _base_url())
     if age is not None:
         headers["Age"] = str(max(0, int(age)))
     return response
+
+
+_BASE_URLS: dict[tuple[str, str, str, str, str], str] = {}
+
+
+def _base_url() -> str:
+    """The request's absolute URL without the query (for Link), memoized per host and path:
+    werkzeug rebuilds and re-quotes it on every access."""
+    environ = request.environ
+    base = current_app.config["PUBLIC_BASE_URL"]
+    key = (base, environ["wsgi.url_scheme"], environ.get("HTTP_HOST", ""), environ.get("SCRIPT_NAME", ""), request.path)
+    url = _BASE_URLS.get(key)
+    if url is None:
+        url = f"{base}{request.path}" if base else request.base_url
+        if len(_BASE_URLS) >= 4096:
+            _BASE_URLS.clear()
+        _BASE_URLS[key] = url
+    return url
 
 
 def _not_modified(etag: str, policy: Policy, last_modified: float | None = None) -> Response:

@@ -17,6 +17,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from app.cache.keys import EPOCH_KEY, GENERATION_PREFIX
+from app.cache.near import GenerationMirror
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -24,6 +27,7 @@ T = TypeVar("T")
 class Store(Protocol):
     def available(self) -> bool: ...
     def mget(self, keys: Sequence[str]) -> list[bytes | None] | None: ...
+    def versions(self, keys: Sequence[str]) -> list[bytes | None] | None: ...
     def set(self, key: str, value: bytes, ttl: float) -> None: ...
     def add(self, key: str, value: bytes, ttl: float) -> bool: ...
     def delete(self, key: str) -> None: ...
@@ -75,7 +79,16 @@ class CircuitBreaker:
 class RedisStore:
     """redis-py with hiredis, a blocking pool sized for greenlets, and millisecond timeouts."""
 
-    def __init__(self, url: str, *, timeout: float, pool_size: int, pool_wait: float, breaker: CircuitBreaker) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        pool_size: int,
+        pool_wait: float,
+        breaker: CircuitBreaker,
+        mirror_trust: float = 0.0,
+    ) -> None:
         pool = redis.BlockingConnectionPool.from_url(
             url,
             max_connections=pool_size,
@@ -86,6 +99,15 @@ class RedisStore:
         # No retries: a failed call is a miss, and the breaker decides when to try again.
         self.client = redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
         self.breaker = breaker
+        # Version counters mirrored in-process (app/cache/near.py); 0 turns the mirror off.
+        self.mirror_trust = mirror_trust
+        self.mirror = (
+            GenerationMirror(
+                {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}, [GENERATION_PREFIX, EPOCH_KEY], mirror_trust
+            )
+            if mirror_trust > 0
+            else None
+        )
 
     def _call(self, fn: Callable[[], T], default: T) -> T:
         if not self.breaker.allow():
@@ -104,6 +126,23 @@ class RedisStore:
 
     def mget(self, keys: Sequence[str]) -> list[bytes | None] | None:
         return self._call(lambda: cast("list[bytes | None]", self.client.mget(keys)), None)
+
+    def versions(self, keys: Sequence[str]) -> list[bytes | None] | None:
+        """Like mget, for version counters: from the tracked mirror when there is one."""
+        mirror = self.mirror
+        if mirror is None:
+            return self.mget(keys)
+        if not self.breaker.allow():
+            return None
+        try:
+            values = mirror.mget(keys)
+        except (redis.RedisError, OSError) as exc:
+            mirror.reset()
+            self.breaker.failure()
+            log.warning("cache error (mirror): %s", type(exc).__name__)
+            return None
+        self.breaker.success()
+        return values
 
     def set(self, key: str, value: bytes, ttl: float) -> None:
         self._call(lambda: self.client.set(key, value, px=max(1, int(ttl * 1000))), None)
@@ -149,6 +188,9 @@ class LocalStore:
         with self._lock:
             return [self._get(k, now) for k in keys]
 
+    def versions(self, keys: Sequence[str]) -> list[bytes | None]:
+        return self.mget(keys)
+
     def set(self, key: str, value: bytes, ttl: float) -> None:
         with self._lock:
             if len(self._data) > 50_000:  # bounded: drop expired entries, then the oldest half
@@ -191,4 +233,5 @@ def make_store(config: dict[str, Any], on_recover: Callable[[], None]) -> Store:
         pool_size=config["CACHE_POOL_SIZE"],
         pool_wait=config["CACHE_POOL_WAIT"],
         breaker=breaker,
+        mirror_trust=config["CACHE_MIRROR_TRUST"],
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from flask import request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from werkzeug.datastructures import MultiDict
 
@@ -84,3 +85,24 @@ def parse_query(schema: Schema, args: MultiDict[str, str]) -> dict[str, Any]:
         messages = exc.normalized_messages()
         errors = {str(k): list(v) if isinstance(v, list) else [str(v)] for k, v in messages.items()}
         raise invalid_parameter("One or more query parameters are invalid.", errors) from None
+
+
+_PARSED: dict[tuple[int, bytes], dict[str, Any]] = {}
+_PARSED_MAX = 4096  # distinct query strings remembered; past this the memo starts over
+
+
+def query_params(schema: Schema) -> dict[str, Any]:
+    """parse_query for the current request, memoized by the raw query string.
+
+    Validation is a pure function of (schema, query string), and a hot feed is asked the same
+    few query strings over and over: marshmallow runs once per distinct string, not per request.
+    Only successful parses are kept; a bad query string raises every time.
+    """
+    key = (id(schema), request.query_string)
+    params = _PARSED.get(key)
+    if params is None:
+        params = parse_query(schema, request.args)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[key] = params
+    return dict(params)

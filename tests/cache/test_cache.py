@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 
 import redis
@@ -199,8 +200,6 @@ def test_redis_down_reads_and_writes_work_and_nothing_is_stale_after(cached_app:
             assert db.session.execute(text("SELECT count(*) FROM cache_outbox")).scalar() == 1
     finally:
         redis_server.resume()
-    import time
-
     time.sleep(0.3)  # breaker cool-down
     assert first_title(cached_app) == "Written while Redis hung"  # the outbox was drained first
     with cached_app.app_context():
@@ -214,8 +213,6 @@ def test_redis_stopped_then_back_empty(cached_app: Flask, redis_server: Redis) -
     retitle(cached_app, post.id, "Written while Redis was down")
     assert first_title(cached_app) == "Written while Redis was down"
     redis_server.restart()
-    import time
-
     time.sleep(0.3)
     assert first_title(cached_app) == "Written while Redis was down"
 
@@ -233,8 +230,6 @@ def test_database_down_serves_cached_pages_stale_and_503_otherwise(
     client = app.test_client()
     warm = client.get(FEED)
     assert warm.status_code == 200
-    import time
-
     time.sleep(0.1)  # the entry is now stale (kept for stale-if-error)
     pg_server.stop()
     try:

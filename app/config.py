@@ -108,6 +108,15 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "SITE_URL": env.get("SITE_URL", "https://readwire.example").rstrip("/"),
         # Absolute base for Link headers; empty means "derive from the request's host".
         "PUBLIC_BASE_URL": env.get("PUBLIC_BASE_URL", "").rstrip("/"),
+        # /popular: the ranking is recomputed at most once per interval (aligned to the clock,
+        # so every worker agrees on the current snapshot without talking to the others) over
+        # the newest candidates; a cursor can walk its snapshot for the retention period.
+        "POPULAR_INTERVAL": _int("POPULAR_INTERVAL", 60),
+        "POPULAR_SIZE": _int("POPULAR_SIZE", 1000),
+        "POPULAR_CANDIDATES": _int("POPULAR_CANDIDATES", 10_000),
+        "POPULAR_GRAVITY": 1.8,  # Hacker News' exponent: a day-old post needs ~10x the comments
+        "POPULAR_RETENTION": _int("POPULAR_RETENTION", 3600),
+        "CACHE_TTL_POPULAR": float(env.get("CACHE_TTL_POPULAR", 60)),
         "PAGE_LIMIT_DEFAULT": 20,
         "PAGE_LIMIT_MAX": 100,
         "BULK_IDS_MAX": 100,

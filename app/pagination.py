@@ -91,6 +91,8 @@ class Page:
     has_more: bool
     direction: Direction
     sort_field: str
+    # Walk positions of the items when they are not (item[sort_field], item["id"]), e.g. ranks.
+    positions: list[tuple[datetime, int]] | None = None
 
 
 def page_cursors(
@@ -105,7 +107,8 @@ def page_cursors(
     there (any cursor was given).
     """
     items, key = page.items, page.sort_field
-    edges = {"prev": items[0], "next": items[-1]} if items else {}
+    positions = page.positions or [(item[key], item["id"]) for item in (items[:1] + items[-1:])]
+    edges = {"prev": positions[0], "next": positions[-1]} if items else {}
     origin = (after.position, after.id) if after else BOTTOM
     cursors: dict[str, str | None] = {}
     for direction in ("next", "prev"):
@@ -118,8 +121,7 @@ def page_cursors(
         if not present:
             cursors[direction] = None
         elif items:
-            edge = edges[direction]
-            cursors[direction] = codec.encode(scope, direction, edge[key], edge["id"])
+            cursors[direction] = codec.encode(scope, direction, *edges[direction])
         else:
             cursors[direction] = codec.encode(scope, direction, *origin)
     return cursors["next"], cursors["prev"]

@@ -1,6 +1,8 @@
-"""Feeds: global, per category, per tag, per author; newest first, keyset-paginated, cached."""
+"""Feeds: global, per category, per tag, per author (newest first) and popular; keyset-paginated, cached."""
 
 from __future__ import annotations
+
+import time
 
 from flask import Blueprint, Response
 
@@ -9,6 +11,7 @@ from app.cache.pages import Rendered, page_cache, serve
 from app.errors import not_found
 from app.schemas.params import page_query, query_params
 from app.services import directory
+from app.services import popular as popular_svc
 from app.services.posts import FeedScope, ScopeKind, feed_page
 
 bp = Blueprint("feeds", __name__)
@@ -55,3 +58,21 @@ def tag_feed(slug: str) -> Response:
 @bp.get("/authors/<username>/feed")
 def author_feed(username: str) -> Response:
     return _feed("author", username)
+
+
+@bp.get("/popular")
+def popular() -> Response:
+    """Hottest posts from the current snapshot; a cursor keeps walking the snapshot it came from."""
+    params = query_params(page_query)
+    after = decode_cursor(params.get("cursor"), "popular")
+    snapshot = popular_svc.snapshot_for(time.time()) if after is None else popular_svc.cursor_snapshot(after)
+
+    def compute() -> Rendered:
+        if after is None:
+            popular_svc.ensure_snapshot(snapshot, time.time())
+        page = popular_svc.popular_page(snapshot, after, params["limit"])
+        return rendered_page(page, "popular", after, params, growing=None)
+
+    # Any post change bumps "feed", which covers every post a ranking can show.
+    key_params = {**params, "snapshot": snapshot}
+    return serve("popular", ["feed"], key_params, page_cache().policies["popular"], compute)

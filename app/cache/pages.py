@@ -94,6 +94,7 @@ class PageCache:
             "feed": Policy(float(config["CACHE_TTL_FEED"]), control),
             "post": Policy(float(config["CACHE_TTL_POST"]), control),
             "directory": Policy(float(config["CACHE_TTL_DIRECTORY"]), control),
+            "popular": Policy(float(config["CACHE_TTL_POPULAR"]), control),
         }
 
     def _drain_outbox(self) -> None:

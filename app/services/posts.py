@@ -48,7 +48,7 @@ class FeedScope:
     id: int = 0
 
 
-def _with_joins(stmt: Select[*tuple[Any, ...]]) -> Select[*tuple[Any, ...]]:
+def with_joins(stmt: Select[*tuple[Any, ...]]) -> Select[*tuple[Any, ...]]:
     # Many-to-one joins (author, category) ride along in the page statement: one row per post.
     return stmt.join(Author, Author.id == Post.author_id).join(Category, Category.id == Post.category_id)
 
@@ -59,11 +59,11 @@ def _feed_statement(kind: ScopeKind, direction: str) -> Select[*tuple[Any, ...]]
     position = tuple_(bindparam("position", type_=Post.published_at.type), bindparam("item_id", type_=Post.id.type))
     if kind == "tag":
         key = (PostTag.published_at, PostTag.post_id)
-        stmt = _with_joins(select(*LIST_COLUMNS).select_from(PostTag).join(Post, Post.id == PostTag.post_id))
+        stmt = with_joins(select(*LIST_COLUMNS).select_from(PostTag).join(Post, Post.id == PostTag.post_id))
         stmt = stmt.where(PostTag.tag_id == bindparam("scope_id"), PostTag.published_at.is_not(None), VISIBLE)
     else:
         key = (Post.published_at, Post.id)
-        stmt = _with_joins(select(*LIST_COLUMNS).select_from(Post)).where(VISIBLE)
+        stmt = with_joins(select(*LIST_COLUMNS).select_from(Post)).where(VISIBLE)
         if kind == "category":
             stmt = stmt.where(Post.category_id == bindparam("scope_id"))
         elif kind == "author":
@@ -83,7 +83,7 @@ _TAGS_OF_POSTS = (
 )
 
 
-def _post_dict(row: Row[Any], site_url: str, body: str | None = None) -> dict[str, Any]:
+def post_item(row: Row[Any], site_url: str, body: str | None = None) -> dict[str, Any]:
     (pid, slug, title, summary, published_at, updated_at, comment_count,
      aid, username, display_name, avatar_url, cid, cslug, cname) = tuple(row)[:14]  # fmt: skip
     item: dict[str, Any] = {
@@ -106,7 +106,7 @@ def _post_dict(row: Row[Any], site_url: str, body: str | None = None) -> dict[st
     return item
 
 
-def _attach_tags(items: Sequence[dict[str, Any]]) -> None:
+def attach_tags(items: Sequence[dict[str, Any]]) -> None:
     """Fill each item's tags with one statement for the whole page (never one per post)."""
     if not items:
         return
@@ -126,15 +126,15 @@ def feed_page(scope: FeedScope, after: Cursor | None, limit: int) -> Page:
     if direction == "prev":
         rows.reverse()
     site_url = current_app.config["SITE_URL"]
-    items = [_post_dict(row, site_url) for row in rows]
-    _attach_tags(items)
+    items = [post_item(row, site_url) for row in rows]
+    attach_tags(items)
     return Page(items, has_more, direction, "published_at")
 
 
-_POST_DETAIL = _with_joins(select(*LIST_COLUMNS, Post.body).select_from(Post)).where(
+_POST_DETAIL = with_joins(select(*LIST_COLUMNS, Post.body).select_from(Post)).where(
     Post.id == bindparam("post_id"), VISIBLE
 )
-_POSTS_BY_IDS = _with_joins(select(*LIST_COLUMNS).select_from(Post)).where(
+_POSTS_BY_IDS = with_joins(select(*LIST_COLUMNS).select_from(Post)).where(
     Post.id.in_(bindparam("post_ids", expanding=True)), VISIBLE
 )
 
@@ -144,17 +144,17 @@ def get_post(post_id: int) -> dict[str, Any] | None:
     row = db.session.execute(_POST_DETAIL, {"post_id": post_id}).first()
     if row is None:
         return None
-    item = _post_dict(row, current_app.config["SITE_URL"], body=row[14])
-    _attach_tags([item])
+    item = post_item(row, current_app.config["SITE_URL"], body=row[14])
+    attach_tags([item])
     return item
 
 
 def get_posts(ids: list[int]) -> list[dict[str, Any]]:
     """Visible posts among `ids`, in the order asked; missing or hidden ids are left out."""
     site_url = current_app.config["SITE_URL"]
-    found = {row[0]: _post_dict(row, site_url) for row in db.session.execute(_POSTS_BY_IDS, {"post_ids": ids})}
+    found = {row[0]: post_item(row, site_url) for row in db.session.execute(_POSTS_BY_IDS, {"post_ids": ids})}
     items = [found[i] for i in ids if i in found]
-    _attach_tags(items)
+    attach_tags(items)
     return items
 
 

@@ -245,3 +245,27 @@ def test_database_down_serves_cached_pages_stale_and_503_otherwise(
             db.engine.dispose()
     assert client.get("/api/v1/feed?limit=6").status_code == 200  # the 503 was not cached
     assert SECRET
+
+
+def test_hung_redis_costs_a_few_timeouts_then_nothing(cached_app: Flask, redis_server: Redis) -> None:
+    """Redis slow past its timeout is Redis down: the breaker opens after CACHE_BREAKER_THRESHOLD
+    timed-out calls, and until the cool-down ends reads go straight to the database."""
+    client = cached_app.test_client()
+    body = client.get(FEED).get_data()
+    time.sleep(cached_app.config["CACHE_MIRROR_TRUST"])  # make every read ask Redis
+    timeout = cached_app.config["CACHE_TIMEOUT"]
+    redis_server.pause()
+    try:
+        durations = []
+        for _ in range(30):
+            started = time.perf_counter()
+            response = client.get(FEED)
+            durations.append(time.perf_counter() - started)
+            assert response.status_code == 200 and response.get_data() == body
+    finally:
+        redis_server.resume()
+    slow = [d for d in durations if d >= timeout * 0.8]
+    # One trial call per cool-down after the breaker opens (the loop may outlast a cool-down).
+    trials = int(sum(durations) / cached_app.config["CACHE_BREAKER_COOLDOWN"]) + 1
+    assert len(slow) <= cached_app.config["CACHE_BREAKER_THRESHOLD"] + trials, durations
+    assert len(slow) >= 1, durations  # Redis really was asked (the test is not vacuous)

@@ -55,6 +55,8 @@ def test_make_run_path_serves_a_walkable_feed(tmp_path: Path) -> None:
                 match = re.search(r'<([^>]+)>; rel="next"', response.headers.get("Link", ""))
                 url = match.group(1) if match else None
         assert len(seen) == len(set(seen)) > 40  # 60 seeded, a few drafts/deleted hidden; the 2nd seed was a no-op
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/popular?limit=100", timeout=5) as response:
+            assert sorted(item["id"] for item in json.load(response)["data"]) == sorted(seen)  # SQLite path too
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
             assert json.load(response)["checks"] == {"database": "ok", "cache": "ok"}
     finally:

@@ -4,6 +4,7 @@ valgrind's callgrind (as CodSpeed's CPU simulation does, with no service), again
     python -m bench.gate check              # exit 1 when a workload got slower than its tolerance
     python -m bench.gate accept --reason "why the new numbers are right"
     python -m bench.gate check --only feed_hit,cursor_decode
+    python -m bench.gate check --against origin/main   # baseline measured now, in this environment
 
 Each workload (bench/workloads.py) runs in its own process under callgrind with collection
 off; only the measured loop is counted, by toggling collection on entry to a C function that
@@ -12,6 +13,10 @@ nothing else calls (`sys.call_tracing`, whose C name is `sys_call_tracing`). Wal
 workload, so a count moves only when the code does: noise is far below 0.1%, and a 5% budget
 catches a 5% slowdown without crying wolf on a busy machine. PostgreSQL and Redis are started
 here (throwaway) unless BENCH_DATABASE_URL and BENCH_REDIS_URL name running ones.
+
+Counts depend on the interpreter and libraries, so the committed baseline holds for this
+machine's toolchain (the one .ci/run uses); elsewhere (GitHub runners) use --against to
+measure the base commit in the same run.
 """
 
 from __future__ import annotations
@@ -73,8 +78,8 @@ def measure(name: str, iterations: int) -> None:
         sys.call_tracing(_loop, (run, iterations))
 
 
-def _count(name: str, iterations: int, env: dict[str, str], out_dir: Path) -> float:
-    out = out_dir / f"callgrind.{name}.out"
+def _count(name: str, iterations: int, env: dict[str, str], out_dir: Path, tree: Path = REPO) -> float:
+    out = out_dir / f"callgrind.{tree.name}.{name}.out"
     cmd = [
         "valgrind",
         "--tool=callgrind",
@@ -90,7 +95,7 @@ def _count(name: str, iterations: int, env: dict[str, str], out_dir: Path) -> fl
         str(iterations),
     ]
     redis_flush(env["BENCH_REDIS_URL"])
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{name}: measurement failed\n{done.stderr[-3000:]}")
     match = re.search(r"^totals:\s+(\d+)", out.read_text(), re.MULTILINE)
@@ -117,32 +122,50 @@ def _servers(stack: ExitStack) -> tuple[str, str]:
     return pg.create_database("readwire_gate"), rd.url
 
 
-def _seed(database_url: str) -> None:
+def seed_database() -> None:
+    """Migrate and seed BENCH_DATABASE_URL with this tree's code (run in the tree measured)."""
     from flask_migrate import upgrade
 
     from app import create_app
     from app.services.seed import seed
 
-    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "SECRET_KEY": SECRET})
+    app = create_app({"SQLALCHEMY_DATABASE_URI": os.environ["BENCH_DATABASE_URL"], "SECRET_KEY": SECRET})
     with app.app_context():
-        upgrade(directory=str(REPO / "migrations"))
+        upgrade(directory="migrations")
         seed(GATE_POSTS, seed=11, progress=False, if_empty=True)
 
 
-def run_all(names: list[str], jobs: int) -> dict[str, float]:
+def run_all(names: list[str], jobs: int, tree: Path = REPO) -> dict[str, float]:
+    """Instructions per iteration of each workload, measured with the code in `tree`."""
     with ExitStack() as stack:
         database_url, redis_url = _servers(stack)
-        _seed(database_url)
         env = {**os.environ, "BENCH_DATABASE_URL": database_url, "BENCH_REDIS_URL": redis_url}
         env["PYTHONHASHSEED"] = "0"
+        seed = "from bench.gate import seed_database; seed_database()"
+        subprocess.run([sys.executable, "-c", seed], cwd=tree, env=env, check=True, capture_output=True)
         out_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="readwire-callgrind-")))
         # Workloads share one Redis, so they run one at a time per Redis database.
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             futures = {}
             for index, name in enumerate(names):
                 slot_env = {**env, "BENCH_REDIS_URL": _with_db(redis_url, index % jobs)}
-                futures[name] = pool.submit(_count, name, ITERATIONS[name], slot_env, out_dir)
+                futures[name] = pool.submit(_count, name, ITERATIONS[name], slot_env, out_dir, tree)
             return {name: future.result() for name, future in futures.items()}
+
+
+def measure_ref(names: list[str], jobs: int, ref: str) -> dict[str, float]:
+    """The same measurements for a git ref, in a temporary worktree (same machine, same run)."""
+    with tempfile.TemporaryDirectory(prefix="readwire-gate-ref-") as tmp:
+        tree = Path(tmp) / "ref"
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(tree), ref], cwd=REPO, check=True, capture_output=True
+        )
+        try:
+            if not (tree / "bench" / "workloads.py").exists():
+                raise SystemExit(f"{ref} has no bench/workloads.py: compare with the committed baseline instead")
+            return run_all(names, jobs, tree)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, capture_output=True)
 
 
 def _with_db(url: str, db: int) -> str:
@@ -216,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
         if command == "accept":
             p.add_argument("--reason", required=True, help="why the new counts are the right ones")
+        else:
+            p.add_argument(
+                "--against", metavar="REF", help="measure REF in this run instead of reading the baseline file"
+            )
     m = sub.add_parser("measure", help="internal: one workload, inside valgrind")
     m.add_argument("name")
     m.add_argument("--iterations", type=int, required=True)
@@ -232,7 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "accept":
         accept(current, args.reason)
         return 0
-    rows, ok = compare(current, load_baseline())
+    if args.against:
+        reference = measure_ref(names, args.jobs, args.against)
+        baseline = {**load_baseline(), "benchmarks": {n: {"instructions": v} for n, v in reference.items()}}
+    else:
+        baseline = load_baseline()
+    rows, ok = compare(current, baseline)
     print_table(rows)
     print("gate: PASS" if ok else "gate: FAIL (a workload got slower; fix it, or accept with a reason)")
     return 0 if ok else 1

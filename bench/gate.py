@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
+from queue import Queue
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
@@ -110,16 +111,20 @@ def redis_flush(url: str) -> None:
     redis.Redis.from_url(url).flushdb()  # harness only: every workload starts from the same state
 
 
-def _servers(stack: ExitStack) -> tuple[str, str]:
-    """URLs of a seeded database and a Redis: the ones named in the environment, or new ones."""
+def _servers(stack: ExitStack, jobs: int) -> tuple[str, list[str]]:
+    """A database URL and one Redis per concurrent job: the ones in the environment, or new ones.
+
+    Not one Redis with a database number per job: client-tracking pushes (and FLUSHDB's) are
+    not scoped to a database, so a neighbour's INCR would make this job's mirror refetch.
+    """
     if os.environ.get("BENCH_DATABASE_URL") and os.environ.get("BENCH_REDIS_URL"):
-        return os.environ["BENCH_DATABASE_URL"], os.environ["BENCH_REDIS_URL"]
+        return os.environ["BENCH_DATABASE_URL"], [os.environ["BENCH_REDIS_URL"]]
     from devstack.servers import Postgres, Redis
 
     base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="readwire-gate-")))
     pg = stack.enter_context(Postgres.start(base / "pg"))
-    rd = stack.enter_context(Redis.start(base / "redis"))
-    return pg.create_database("readwire_gate"), rd.url
+    redis_urls = [stack.enter_context(Redis.start(base / f"redis{n}")).url for n in range(jobs)]
+    return pg.create_database("readwire_gate"), redis_urls
 
 
 def seed_database() -> None:
@@ -138,18 +143,25 @@ def seed_database() -> None:
 def run_all(names: list[str], jobs: int, tree: Path = REPO) -> dict[str, float]:
     """Instructions per iteration of each workload, measured with the code in `tree`."""
     with ExitStack() as stack:
-        database_url, redis_url = _servers(stack)
-        env = {**os.environ, "BENCH_DATABASE_URL": database_url, "BENCH_REDIS_URL": redis_url}
+        database_url, redis_urls = _servers(stack, jobs)
+        env = {**os.environ, "BENCH_DATABASE_URL": database_url, "BENCH_REDIS_URL": redis_urls[0]}
         env["PYTHONHASHSEED"] = "0"
         seed = "from bench.gate import seed_database; seed_database()"
         subprocess.run([sys.executable, "-c", seed], cwd=tree, env=env, check=True, capture_output=True)
         out_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="readwire-callgrind-")))
-        # Workloads share one Redis, so they run one at a time per Redis database.
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = {}
-            for index, name in enumerate(names):
-                slot_env = {**env, "BENCH_REDIS_URL": _with_db(redis_url, index % jobs)}
-                futures[name] = pool.submit(_count, name, ITERATIONS[name], slot_env, out_dir, tree)
+        slots: Queue[str] = Queue()  # a running workload holds a Redis server of its own
+        for url in redis_urls:
+            slots.put(url)
+
+        def count(name: str) -> float:
+            url = slots.get()
+            try:
+                return _count(name, ITERATIONS[name], {**env, "BENCH_REDIS_URL": url}, out_dir, tree)
+            finally:
+                slots.put(url)
+
+        with ThreadPoolExecutor(max_workers=len(redis_urls)) as pool:
+            futures = {name: pool.submit(count, name) for name in names}
             return {name: future.result() for name, future in futures.items()}
 
 
@@ -166,10 +178,6 @@ def measure_ref(names: list[str], jobs: int, ref: str) -> dict[str, float]:
             return run_all(names, jobs, tree)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, capture_output=True)
-
-
-def _with_db(url: str, db: int) -> str:
-    return re.sub(r"/\d+$", "", url.rstrip("/")) + f"/{db}"
 
 
 def load_baseline() -> dict[str, Any]:

@@ -159,6 +159,12 @@ class RedisStore:
             for key in keys:
                 pipe.incr(key)
             pipe.execute()
+            if self.mirror is not None:
+                # Barrier for the mirrors (app/cache/near.py): Redis writes the tracking pushes
+                # of these INCRs in the same event-loop turn as their reply, possibly just after
+                # it. A command sent after that reply is served in a later turn, so once its
+                # answer is back every push has been written to every mirror's socket.
+                self.client.ping()
             return True
 
         return self._call(bump, False)

@@ -12,6 +12,7 @@ from flask import Flask
 
 from app.cache.keys import EPOCH_KEY, GENERATION_PREFIX, generation_key
 from app.cache.near import GenerationMirror, HotEntries
+from app.cache.store import CircuitBreaker, RedisStore
 from app.extensions import db
 from devstack.servers import Redis
 from tests.cache.conftest import CACHE_CONFIG
@@ -28,11 +29,14 @@ def mirror(redis_server: Redis, redis_client: redis.Redis) -> Iterator[Generatio
     m.reset()
 
 
-def test_mirror_sees_every_increment_at_once(mirror: GenerationMirror, redis_client: redis.Redis) -> None:
+def test_mirror_sees_every_increment_at_once(mirror: GenerationMirror, redis_server: Redis) -> None:
+    """Through the writers' primitive (RedisStore.incr, which ends with the push barrier)."""
+    store = RedisStore(redis_server.url, timeout=0.05, pool_size=4, pool_wait=0.1,
+                       breaker=CircuitBreaker(3, 1.0), mirror_trust=0.1)  # fmt: skip
     key = generation_key("feed")
     assert mirror.mget([key]) == [None]
     for n in range(1, 301):  # no sleep anywhere: the push must already be there
-        redis_client.incr(key)
+        assert store.incr([key])
         assert mirror.mget([key]) == [str(n).encode()]
 
 
@@ -51,6 +55,7 @@ def test_mirror_forgets_everything_on_flush(mirror: GenerationMirror, redis_clie
     redis_client.incr(key)
     assert mirror.mget([key]) == [b"1"]
     redis_client.flushdb()
+    redis_client.ping()  # the barrier writers use: the push is on the mirror's socket by its reply
     assert mirror.mget([key]) == [None]
 
 

@@ -5,10 +5,10 @@ Versions (epoch and generations) are mirrored with Redis client tracking: one RE
 connection per process asks Redis (CLIENT TRACKING ON BCAST) to push an invalidation for any
 key under the version prefixes whenever one changes. Every read first applies the pushes
 that have already arrived (a non-blocking poll, about 1 µs), then answers from its copies.
-Redis queues the push while it executes the writer's INCR, in the same event-loop turn as
-the writer's reply, and the writer still has its outbox bookkeeping (a PostgreSQL round
-trip) to do before it answers its client; so by the time any later request can arrive, the
-push is on this socket.
+Redis writes the push in the same event-loop turn as the writer's INCR reply, sometimes just
+after it; so the writer follows its INCRs with a PING (RedisStore.incr), which Redis serves in
+a later turn: when the PONG is back, the push is on every mirror's socket, before the write is
+acknowledged and before any later request can look.
 
 A hung Redis sends nothing, so copies are trusted only for `trust` seconds after a round
 trip that began while Redis was answering; past that the requested keys are fetched again.

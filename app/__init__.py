@@ -11,12 +11,15 @@ from app.config import load_settings
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Application factory: settings from the environment, then the small register_* steps."""
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # an API: no static files, no /static route
     app.config.from_mapping(load_settings(overrides))
     register_extensions(app)
     register_blueprints(app)
+    register_ratelimits(app)
     register_errorhandlers(app)
     register_commands(app)
+    register_cors(app)
+    register_observability(app)  # last: the outermost middleware, so it times everything
     return app
 
 
@@ -33,6 +36,24 @@ def register_extensions(app: Flask) -> None:
     invalidator = app.extensions["readwire.invalidator"]
     init_page_cache(app, make_store(app.config, on_recover=invalidator.mark_pending))
     jwt.init_app(app)
+
+
+def register_observability(app: Flask) -> None:
+    from app.observability.hooks import register_observability as register
+
+    register(app)
+
+
+def register_cors(app: Flask) -> None:
+    from app.cors import register_cors as register
+
+    register(app)
+
+
+def register_ratelimits(app: Flask) -> None:
+    from app.ratelimit import init_ratelimits
+
+    init_ratelimits(app)
 
 
 def register_blueprints(app: Flask) -> None:

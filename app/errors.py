@@ -17,6 +17,26 @@ PROBLEM_MIMETYPE = "application/problem+json"
 # Seconds a client should wait before retrying a 503 (database unreachable).
 UNAVAILABLE_RETRY_AFTER = 5
 
+# Every `code` a problem body can carry (the OpenAPI document's enum; tests keep it complete).
+PROBLEM_CODES = (
+    "invalid_parameter",
+    "invalid_cursor",
+    "invalid_json",
+    "bad_request",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "method_not_allowed",
+    "not_acceptable",
+    "payload_too_large",
+    "unsupported_media_type",
+    "validation_failed",
+    "rate_limited",
+    "internal_error",
+    "unavailable",
+    "error",
+)
+
 _CODES_BY_STATUS = {
     400: "invalid_parameter",
     401: "unauthorized",

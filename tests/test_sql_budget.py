@@ -45,8 +45,19 @@ READS = [
     "GET /api/v1/categories",
     "GET /api/v1/tags",
     "GET /api/v1/authors/{author}",
+    "GET /api/v1/feed?fields=id,title",
+    "GET /api/v1/feed.json",
+    "GET /api/v1/feed.atom",
+    "GET /api/v1/categories/{category}/feed.json",
+    "GET /api/v1/categories/{category}/feed.atom",
+    "GET /api/v1/tags/{tag}/feed.json",
+    "GET /api/v1/tags/{tag}/feed.atom",
+    "GET /api/v1/authors/{author}/feed.json",
+    "GET /api/v1/authors/{author}/feed.atom",
+    "GET /api/v1/openapi.json",
+    "GET /api/v1/docs",
 ]
-UNCACHED = ["GET /healthz", "GET /readyz"]
+UNCACHED = ["GET /healthz", "GET /readyz", "GET /metrics"]
 
 
 def _count(statements: list[str]) -> int:

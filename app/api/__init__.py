@@ -6,8 +6,11 @@ from typing import Any
 
 from flask import Flask
 from flask.sessions import SessionInterface
+from werkzeug.routing import BaseConverter, ValidationError
 
 from app.pagination import CursorCodec
+from app.schemas.writes import SLUG_PATTERN
+from app.services.auth import USERNAME_PATTERN
 
 API_PREFIX = "/api/v1"
 
@@ -23,11 +26,32 @@ class NoSessions(SessionInterface):
         return None
 
 
+class SlugConverter(BaseConverter):
+    """Category and tag slugs as the write path creates them (lowercase words and hyphens, up
+    to 80 characters). Anything else cannot name one: 404 from routing, before any SQL (a NUL,
+    say, would otherwise reach PostgreSQL) and without a cache entry."""
+
+    regex = SLUG_PATTERN.strip("^$")
+    max_length = 80
+
+    def to_python(self, value: str) -> str:
+        if len(value) > self.max_length:
+            raise ValidationError()
+        return value
+
+
+class UsernameConverter(BaseConverter):
+    """Usernames as accounts are created (app/services/auth.py)."""
+
+    regex = USERNAME_PATTERN.pattern.strip("^$")
+
+
 def register_api(app: Flask) -> None:
-    from app.api import auth, directory, feeds, health, posts, writes
+    from app.api import auth, directory, docs, feeds, health, posts, syndication, writes
 
     app.session_interface = NoSessions()
+    app.url_map.converters.update(slug=SlugConverter, username=UsernameConverter)
     app.extensions["readwire.cursors"] = CursorCodec(app.config["SECRET_KEY"])
-    for module in (feeds, posts, directory, auth, writes):
+    for module in (feeds, syndication, posts, directory, auth, writes, docs):
         app.register_blueprint(module.bp, url_prefix=API_PREFIX)
     app.register_blueprint(health.bp)

@@ -27,6 +27,18 @@ def rendered_json(payload: Any) -> Rendered:
     return Rendered(200, json_bytes(payload))
 
 
+def pick(item: dict[str, Any], fields: str | None) -> dict[str, Any]:
+    """The item narrowed to a normalized `fields` value (None = every field); order is kept."""
+    if fields is None:
+        return item
+    wanted = set(fields.split(","))
+    return {key: value for key, value in item.items() if key in wanted}
+
+
+def pick_all(items: list[dict[str, Any]], fields: str | None) -> list[dict[str, Any]]:
+    return items if fields is None else [pick(item, fields) for item in items]
+
+
 def cursor_codec() -> CursorCodec:
     codec: CursorCodec = current_app.extensions["readwire.cursors"]
     return codec
@@ -39,10 +51,11 @@ def decode_cursor(token: str | None, scope: str) -> Cursor | None:
 def rendered_page(
     page: Page, scope: str, after: Cursor | None, params: dict[str, Any], growing: Direction | None
 ) -> Rendered:
-    """The contract's list envelope; its Link header is kept relative to the request URL."""
+    """The contract's list envelope, narrowed to params["fields"] if given (after the cursors,
+    which need the sort keys); its Link header is kept relative to the request URL."""
     next_cursor, prev_cursor = page_cursors(cursor_codec(), scope, page, after, growing)
     body = {
-        "data": page.items,
+        "data": pick_all(page.items, params.get("fields")),
         "meta": {"limit": params["limit"], "next_cursor": next_cursor, "prev_cursor": prev_cursor},
     }
     args = {key: str(value) for key, value in params.items()}

@@ -12,6 +12,7 @@ from flask_jwt_extended import get_jwt, get_jwt_identity, jwt_required
 from app.api._http import json_response
 from app.errors import ApiError, problem_response
 from app.extensions import jwt
+from app.ratelimit import client_address, rate_limited
 from app.schemas.writes import load_json, token_request
 from app.services import auth
 
@@ -54,7 +55,12 @@ def _no_store(response: Response) -> Response:
     return response
 
 
+def _by_address() -> str:
+    return f"ip:{client_address()}"
+
+
 @bp.post("/auth/token")
+@rate_limited("auth", _by_address)  # before the password check: it is what a guesser repeats
 def issue_token() -> Response:
     credentials = load_json(token_request, request)
     tokens = auth.sign_in(credentials["username"], credentials["password"])
@@ -64,6 +70,7 @@ def issue_token() -> Response:
 
 
 @bp.post("/auth/refresh")
+@rate_limited("auth", _by_address)
 @jwt_required(refresh=True)
 def refresh_token() -> Response:
     tokens = auth.refresh_access(get_jwt_identity())

@@ -36,7 +36,7 @@ def tags() -> Response:
     )
 
 
-@bp.get("/authors/<username>")
+@bp.get("/authors/<username:username>")
 def author(username: str) -> Response:
     params = query_params(no_query)
 

@@ -9,7 +9,7 @@ from flask import Blueprint, Response
 from app.api._http import decode_cursor, rendered_page
 from app.cache.pages import Rendered, page_cache, serve
 from app.errors import not_found
-from app.schemas.params import page_query, query_params
+from app.schemas.params import feed_query, query_params
 from app.services import directory
 from app.services import popular as popular_svc
 from app.services.posts import FeedScope, ScopeKind, feed_page
@@ -21,11 +21,17 @@ _LOOKUPS = {"category": directory.category_id, "tag": directory.tag_id, "author"
 _NAMESPACES = {"category": "cat", "tag": "tag", "author": "author"}
 
 
+def scope_names(kind: ScopeKind, key: str | None) -> tuple[str, str]:
+    """(cursor scope, cache namespace) of a feed; the syndication formats share both."""
+    if key is None:
+        return "all", "feed"
+    return f"{kind}:{key}", f"{_NAMESPACES[kind]}:{key}"
+
+
 def _feed(kind: ScopeKind, key: str | None = None) -> Response:
-    params = query_params(page_query)
-    cursor_scope = "all" if key is None else f"{kind}:{key}"
+    params = query_params(feed_query)
+    cursor_scope, namespace = scope_names(kind, key)
     after = decode_cursor(params.get("cursor"), cursor_scope)
-    namespace = "feed" if key is None else f"{_NAMESPACES[kind]}:{key}"
 
     def compute() -> Rendered:
         scope = FeedScope("all")
@@ -45,17 +51,17 @@ def global_feed() -> Response:
     return _feed("all")
 
 
-@bp.get("/categories/<slug>/feed")
+@bp.get("/categories/<slug:slug>/feed")
 def category_feed(slug: str) -> Response:
     return _feed("category", slug)
 
 
-@bp.get("/tags/<slug>/feed")
+@bp.get("/tags/<slug:slug>/feed")
 def tag_feed(slug: str) -> Response:
     return _feed("tag", slug)
 
 
-@bp.get("/authors/<username>/feed")
+@bp.get("/authors/<username:username>/feed")
 def author_feed(username: str) -> Response:
     return _feed("author", username)
 
@@ -63,7 +69,7 @@ def author_feed(username: str) -> Response:
 @bp.get("/popular")
 def popular() -> Response:
     """Hottest posts from the current snapshot; a cursor keeps walking the snapshot it came from."""
-    params = query_params(page_query)
+    params = query_params(feed_query)
     after = decode_cursor(params.get("cursor"), "popular")
     snapshot = popular_svc.snapshot_for(time.time()) if after is None else popular_svc.cursor_snapshot(after)
 

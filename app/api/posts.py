@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from app.api._http import decode_cursor, rendered_json, rendered_page
+from app.api._http import decode_cursor, pick, pick_all, rendered_json, rendered_page
 from app.cache.pages import Rendered, page_cache, serve
 from app.errors import ApiError, not_found
-from app.schemas.params import MAX_ID, bulk_posts_query, no_query, page_query, query_params
+from app.schemas.params import MAX_ID, bulk_posts_query, comments_query, post_query, query_params
 from app.services import posts
 from app.services.comments import comments_page
 
@@ -20,7 +20,7 @@ def _missing_post(post_id: int) -> ApiError:
 
 @bp.get("/posts/<int:post_id>")
 def post_detail(post_id: int) -> Response:
-    params = query_params(no_query)
+    params = query_params(post_query)
     if post_id > MAX_ID:
         raise _missing_post(post_id)
 
@@ -28,7 +28,7 @@ def post_detail(post_id: int) -> Response:
         post = posts.get_post(post_id)
         if post is None:
             raise _missing_post(post_id)
-        return rendered_json(post)
+        return rendered_json(pick(post, params.get("fields")))
 
     return serve(f"post/{post_id}", [f"post:{post_id}"], params, page_cache().policies["post"], compute)
 
@@ -36,21 +36,21 @@ def post_detail(post_id: int) -> Response:
 @bp.get("/posts")
 def posts_by_ids() -> Response:
     params = query_params(bulk_posts_query)
-    ids = params["ids"]
+    ids, fields = params["ids"], params.get("fields")
     # Any change to a visible post bumps "feed", so one generation covers every id asked.
-    key_params = {"ids": ",".join(map(str, ids))}
+    key_params = {**params, "ids": ",".join(map(str, ids))}
     return serve(
         "posts",
         ["feed"],
         key_params,
         page_cache().policies["feed"],
-        lambda: rendered_json({"data": posts.get_posts(ids)}),
+        lambda: rendered_json({"data": pick_all(posts.get_posts(ids), fields)}),
     )
 
 
 @bp.get("/posts/<int:post_id>/comments")
 def post_comments(post_id: int) -> Response:
-    params = query_params(page_query)
+    params = query_params(comments_query)
     scope = f"comments:{post_id}"
     after = decode_cursor(params.get("cursor"), scope)
     if post_id > MAX_ID:

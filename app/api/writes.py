@@ -7,12 +7,19 @@ from flask_jwt_extended import jwt_required
 
 from app.api._http import json_response
 from app.api.auth import current_author_id, editor_required
+from app.ratelimit import rate_limited
 from app.schemas.writes import comment_create, load_json, post_create, post_update
 from app.services import writes
 
 bp = Blueprint("writes", __name__)
 
 
+def _by_author() -> str:
+    return f"author:{current_author_id()}"
+
+
+# Limits apply after authentication (they count per author); a request without a valid token is
+# refused before it costs anything but a signature check.
 @bp.after_request
 def _no_store(response: Response) -> Response:
     response.headers["Cache-Control"] = "no-store"  # a write's answer is for its author only
@@ -21,6 +28,7 @@ def _no_store(response: Response) -> Response:
 
 @bp.post("/posts")
 @editor_required
+@rate_limited("write", _by_author)
 def create_post() -> Response:
     post = writes.create_post(current_author_id(), load_json(post_create, request))
     response = json_response(post, status=201)
@@ -30,6 +38,7 @@ def create_post() -> Response:
 
 @bp.patch("/posts/<int:post_id>")
 @editor_required
+@rate_limited("write", _by_author)
 def update_post(post_id: int) -> Response:
     changes = load_json(post_update, request)
     return json_response(writes.update_post(current_author_id(), post_id, changes))
@@ -37,6 +46,7 @@ def update_post(post_id: int) -> Response:
 
 @bp.delete("/posts/<int:post_id>")
 @editor_required
+@rate_limited("write", _by_author)
 def delete_post(post_id: int) -> Response:
     writes.delete_post(current_author_id(), post_id)
     return Response(status=204)
@@ -44,6 +54,7 @@ def delete_post(post_id: int) -> Response:
 
 @bp.post("/posts/<int:post_id>/comments")
 @jwt_required()
+@rate_limited("write", _by_author)
 def create_comment(post_id: int) -> Response:
     comment = load_json(comment_create, request)
     return json_response(writes.add_comment(current_author_id(), post_id, comment["body"]), status=201)

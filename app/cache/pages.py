@@ -19,7 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
+from xml.sax.saxutils import escape as xml_escape
 
+import orjson
 from flask import Flask, Response, current_app, request
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -33,19 +35,37 @@ from app.errors import PROBLEM_MIMETYPE, ApiError, problem_body
 log = logging.getLogger(__name__)
 
 LINK_BASE = "\x00"  # placeholder for the request's absolute URL inside a stored Link header
-_HEAD = struct.Struct(">ddHBI")  # stored_at, fresh_until, status, is_problem, link length
-_MAGIC = b"RW1"
+# Placeholder for the API's root URL (scheme://host[/prefix]) inside a templated body: syndication
+# documents carry absolute URLs, but a stored page must not carry the Host of whoever filled it.
+# NUL never occurs in stored text (PostgreSQL refuses it), so the placeholder cannot collide.
+ROOT_URL = "\x00"
+
+JSON = "application/json"
+FEED_JSON = "application/feed+json"
+ATOM = "application/atom+xml"
+# Media types an entry can carry; an entry stores the index, so only ever append.
+MEDIA_TYPES = (JSON, PROBLEM_MIMETYPE, FEED_JSON, ATOM)
+_MEDIA_INDEX = {media_type: index for index, media_type in enumerate(MEDIA_TYPES)}
+_CONTENT_TYPES = {JSON: JSON, PROBLEM_MIMETYPE: PROBLEM_MIMETYPE, FEED_JSON: FEED_JSON, ATOM: ATOM + "; charset=utf-8"}
+
+_HEAD = struct.Struct(">ddHBBI")  # stored_at, fresh_until, status, media type index, templated, link length
+_MAGIC = b"RW2"  # RW1 entries (no media type) read as misses
 _UNAVAILABLE = (DBAPIError, PoolTimeout)
+
+# What serve() did, left in the WSGI environ for the metrics and the access log.
+CACHE_OUTCOME = "readwire.cache"
 
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
-    """A response as the cache keeps it: status, body bytes, and the Link template."""
+    """A response as the cache keeps it: status, body bytes, the Link template, the media type,
+    and whether the body holds ROOT_URL placeholders."""
 
     status: int
     body: bytes
     link: str = ""
-    problem: bool = False
+    media_type: str = JSON
+    templated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,18 +75,23 @@ class Entry:
     fresh_until: float
 
     def encode(self) -> bytes:
-        link = self.rendered.link.encode()
-        head = _HEAD.pack(self.stored_at, self.fresh_until, self.rendered.status, self.rendered.problem, len(link))
-        return _MAGIC + head + link + self.rendered.body
+        rendered = self.rendered
+        link = rendered.link.encode()
+        media = _MEDIA_INDEX[rendered.media_type]
+        head = _HEAD.pack(self.stored_at, self.fresh_until, rendered.status, media, rendered.templated, len(link))
+        return _MAGIC + head + link + rendered.body
 
     @classmethod
     def decode(cls, raw: bytes | None) -> Entry | None:
         if not raw or not raw.startswith(_MAGIC):
             return None
-        stored_at, fresh_until, status, problem, link_len = _HEAD.unpack_from(raw, len(_MAGIC))
+        stored_at, fresh_until, status, media, templated, link_len = _HEAD.unpack_from(raw, len(_MAGIC))
+        if media >= len(MEDIA_TYPES):
+            return None
         start = len(_MAGIC) + _HEAD.size
         link = raw[start : start + link_len].decode()
-        return cls(Rendered(status, raw[start + link_len :], link, bool(problem)), stored_at, fresh_until)
+        rendered = Rendered(status, raw[start + link_len :], link, MEDIA_TYPES[media], bool(templated))
+        return cls(rendered, stored_at, fresh_until)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,15 +153,21 @@ class PageCache:
 
     def get(self, key: str) -> Entry | None:
         """The entry under `key`: a fresh in-process copy, else whatever the store holds."""
-        hot = self.hot
-        if hot is not None:
-            entry: Entry | None = hot.get(key)
-            if entry is not None and entry.fresh_until > time.time():
-                return entry
+        return self.hot_entry(key, time.time()) or self.fetch(key)
+
+    def hot_entry(self, key: str, now: float) -> Entry | None:
+        """A fresh in-process copy of the entry under `key` (no round trip), if there is one."""
+        if self.hot is None:
+            return None
+        entry: Entry | None = self.hot.get(key)
+        return entry if entry is not None and entry.fresh_until > now else None
+
+    def fetch(self, key: str) -> Entry | None:
+        """The entry under `key` from the store (kept in-process for the next hit)."""
         values = self.store.mget([key])
         entry = Entry.decode(values[0]) if values else None
-        if hot is not None and entry is not None:
-            hot.put(key, entry, len(values[0]))  # type: ignore[index, arg-type]
+        if self.hot is not None and entry is not None:
+            self.hot.put(key, entry, len(values[0]))  # type: ignore[index, arg-type]
         return entry
 
     def put(self, key: str, rendered: Rendered, ttl: float) -> Entry:
@@ -184,12 +215,12 @@ def _render(compute: Callable[[], Rendered]) -> Rendered:
     except ApiError as exc:
         if exc.status != 404:
             raise
-        return Rendered(404, problem_body(exc), problem=True)
+        return Rendered(404, problem_body(exc), media_type=PROBLEM_MIMETYPE)
 
 
 def _respond(rendered: Rendered, etag: str, policy: Policy, stored_at: float, age: float | None = None) -> Response:
-    mimetype = PROBLEM_MIMETYPE if rendered.problem else "application/json"
-    response = Response(rendered.body, status=rendered.status, mimetype=mimetype)
+    body = _fill_root(rendered) if rendered.templated else rendered.body
+    response = Response(body, status=rendered.status, content_type=_CONTENT_TYPES[rendered.media_type])
     headers = response.headers
     headers["ETag"] = etag
     headers["Last-Modified"] = formatdate(stored_at, usegmt=True)
@@ -218,6 +249,27 @@ def _base_url() -> str:
             _BASE_URLS.clear()
         _BASE_URLS[key] = url
     return url
+
+
+_ROOTS: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+
+
+def _fill_root(rendered: Rendered) -> bytes:
+    """The body with its ROOT_URL placeholders replaced by this request's root URL, escaped for
+    the body's syntax: raw NUL in XML, the string start `"\u0000` in JSON (where orjson escapes
+    NUL, and a `"` before the escape can only be the start of a string value)."""
+    root = current_app.config["PUBLIC_BASE_URL"] or request.root_url.rstrip("/")
+    key = (root, rendered.media_type)
+    replacement = _ROOTS.get(key)
+    if replacement is None:
+        if rendered.media_type == ATOM:
+            replacement = (ROOT_URL.encode(), xml_escape(root, {'"': "&quot;"}).encode())
+        else:
+            replacement = (b'"\\u0000', b'"' + orjson.dumps(root)[1:-1])
+        if len(_ROOTS) >= 1024:
+            _ROOTS.clear()
+        _ROOTS[key] = replacement
+    return rendered.body.replace(*replacement)
 
 
 def _not_modified(etag: str, policy: Policy, last_modified: float | None = None) -> Response:
@@ -250,11 +302,14 @@ def _unmodified_since(stored_at: float) -> bool:
 def serve(
     endpoint: str, namespaces: Sequence[str], params: dict[str, Any], policy: Policy, compute: Callable[[], Rendered]
 ) -> Response:
-    """Answer a public GET from the cache when possible (see the module docstring)."""
+    """Answer a public GET from the cache when possible (see the module docstring). What it did
+    (hot_hit, hit, not_modified, stale, refresh, miss, bypass) is left in the environ."""
     cache = page_cache()
+    environ = request.environ
     now = time.time()
     versions = cache.versions(namespaces)
     if versions is None:  # cache unreachable: straight from the database, never cached
+        environ[CACHE_OUTCOME] = "bypass"
         rendered = _render(compute)
         etag = content_etag(rendered.body)
         if _etag_matches(etag):
@@ -264,22 +319,31 @@ def serve(
     key = page_key(endpoint, params, *versions)
     etag = etag_for(key, int(now // policy.ttl))
     if _etag_matches(etag):
+        environ[CACHE_OUTCOME] = "not_modified"
         return _not_modified(etag, policy)
-    entry = cache.get(key)
+    entry = cache.hot_entry(key, now)
+    outcome = "hot_hit"
+    if entry is None:
+        entry, outcome = cache.fetch(key), "hit"
     if entry is not None and (entry.fresh_until > now or not cache.lock(key)):
         if _unmodified_since(entry.stored_at):
+            environ[CACHE_OUTCOME] = "not_modified"
             return _not_modified(etag, policy, entry.stored_at)
         age = now - entry.stored_at if entry.fresh_until <= now else None
+        environ[CACHE_OUTCOME] = outcome if age is None else "stale"
         return _respond(entry.rendered, etag, policy, entry.stored_at, age)
     if entry is not None:  # stale, and this worker holds the refresh lock
+        environ[CACHE_OUTCOME] = "refresh"
         try:
             entry = cache.put(key, _render(compute), policy.ttl)
         except _UNAVAILABLE:
             log.warning("database unavailable: serving stale %s", endpoint)
+            environ[CACHE_OUTCOME] = "stale"
             return _respond(entry.rendered, etag, policy, entry.stored_at, now - entry.stored_at)
         finally:
             cache.unlock(key)
         return _respond(entry.rendered, etag, policy, entry.stored_at)
+    environ[CACHE_OUTCOME] = "miss"
     return _respond_to_miss(cache, key, etag, policy, compute)
 
 

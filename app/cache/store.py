@@ -19,6 +19,7 @@ from redis.retry import Retry
 
 from app.cache.keys import EPOCH_KEY, GENERATION_PREFIX
 from app.cache.near import GenerationMirror
+from app.observability.metrics import CACHE_ERRORS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,6 +33,7 @@ class Store(Protocol):
     def add(self, key: str, value: bytes, ttl: float) -> bool: ...
     def delete(self, key: str) -> None: ...
     def incr(self, keys: Sequence[str]) -> bool: ...
+    def count(self, key: str, ttl: int) -> int | None: ...
     def ping(self) -> bool: ...
 
 
@@ -116,6 +118,7 @@ class RedisStore:
             result = fn()
         except (redis.RedisError, OSError) as exc:
             self.breaker.failure()
+            CACHE_ERRORS.labels(type(exc).__name__).inc()
             log.warning("cache error: %s", type(exc).__name__)
             return default
         self.breaker.success()
@@ -139,6 +142,7 @@ class RedisStore:
         except (redis.RedisError, OSError) as exc:
             mirror.reset()
             self.breaker.failure()
+            CACHE_ERRORS.labels(type(exc).__name__).inc()
             log.warning("cache error (mirror): %s", type(exc).__name__)
             return None
         self.breaker.success()
@@ -169,6 +173,17 @@ class RedisStore:
 
         return self._call(bump, False)
 
+    def count(self, key: str, ttl: int) -> int | None:
+        """Increment a counter that expires `ttl` s after its first increment (rate limits)."""
+
+        def bump() -> int:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(key, 0, ex=ttl, nx=True)
+            pipe.incr(key)
+            return int(pipe.execute()[1])
+
+        return self._call(bump, None)
+
     def ping(self) -> bool:
         return bool(self._call(self.client.ping, False))
 
@@ -197,13 +212,16 @@ class LocalStore:
     def versions(self, keys: Sequence[str]) -> list[bytes | None]:
         return self.mget(keys)
 
+    def _make_room(self) -> None:
+        if len(self._data) > 50_000:  # bounded: drop expired entries, then the oldest half
+            now = time.monotonic()
+            self._data = {k: v for k, v in self._data.items() if v[1] > now}
+            for k in list(self._data)[: len(self._data) // 2]:
+                del self._data[k]
+
     def set(self, key: str, value: bytes, ttl: float) -> None:
         with self._lock:
-            if len(self._data) > 50_000:  # bounded: drop expired entries, then the oldest half
-                now = time.monotonic()
-                self._data = {k: v for k, v in self._data.items() if v[1] > now}
-                for k in list(self._data)[: len(self._data) // 2]:
-                    del self._data[k]
+            self._make_room()
             self._data[key] = (value, time.monotonic() + ttl)
 
     def add(self, key: str, value: bytes, ttl: float) -> bool:
@@ -223,6 +241,15 @@ class LocalStore:
                 value = self._get(key, time.monotonic())
                 self._data[key] = (str(int(value or 0) + 1).encode(), float("inf"))
         return True
+
+    def count(self, key: str, ttl: int) -> int:
+        with self._lock:
+            self._make_room()  # one counter per client and window: many clients must not grow it
+            now = time.monotonic()
+            hit = self._data.get(key)
+            current, expires = (int(hit[0]), hit[1]) if hit is not None and hit[1] > now else (0, now + ttl)
+            self._data[key] = (str(current + 1).encode(), expires)
+            return current + 1
 
     def ping(self) -> bool:
         return True

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flask import request
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
 from werkzeug.datastructures import MultiDict
 
 from app.errors import invalid_parameter
+from app.schemas.resources import COMMENT_FIELDS, POST_DETAIL_FIELDS, POST_FIELDS
 
 MAX_ID = 2**63 - 1  # PostgreSQL BIGINT; larger ids cannot exist and must not reach the driver
 
@@ -41,6 +42,35 @@ class IdList(fields.Field):
         return list(dict.fromkeys(ids))
 
 
+class FieldSet(fields.Field):
+    """`fields=title,id,title` -> "id,title": known field names only, deduplicated and sorted, so
+    one set of fields is one cache key and one Link URL whatever order the client wrote."""
+
+    default_error_messages = {
+        "empty": "Give one or more field names, separated by commas (no empty names).",
+        "unknown": "Unknown fields: {unknown}. Known fields: {known}.",
+    }
+
+    def __init__(self, known: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.known = tuple(known)
+        self.everything = ",".join(sorted(known))
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> str:
+        names = set(str(value).split(","))
+        if "" in names:
+            raise self.make_error("empty")
+        unknown = sorted(names.difference(self.known))
+        if unknown:
+            raise self.make_error("unknown", unknown=", ".join(unknown), known=", ".join(self.known))
+        return ",".join(sorted(names))
+
+
+def sparse(known: Sequence[str]) -> dict[str, fields.Field]:
+    """The `fields` parameter, for Meta.include (a field named `fields` cannot be a class attribute)."""
+    return {"fields": FieldSet(known, metadata={"description": "Comma-separated fields to return."})}
+
+
 class StrictQuery(Schema):
     error_messages = {"unknown": "Unknown query parameter."}
 
@@ -49,16 +79,53 @@ class StrictQuery(Schema):
 
 
 class PageQuery(StrictQuery):
-    limit = fields.Integer(load_default=20, validate=validate.Range(1, 100))
-    cursor = fields.String()  # checked (length, signature, scope) by the cursor codec
+    limit = fields.Integer(
+        load_default=20, validate=validate.Range(1, 100), metadata={"description": "Items per page."}
+    )
+    # Checked (length, signature, scope) by the cursor codec.
+    cursor = fields.String(
+        metadata={"description": "Opaque, signed position from `meta.next_cursor`/`prev_cursor` or a Link URL."}
+    )
 
 
-class BulkPostsQuery(StrictQuery):
-    ids = IdList(max_items=100, required=True)
+class SparseQuery(StrictQuery):
+    """A query that may narrow the fields of the resources it returns."""
+
+    @post_load
+    def _every_field_is_no_field(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Asking for every field is the default representation: one cache key, not two."""
+        selected = data.get("fields")
+        if selected is not None and selected == self.fields["fields"].everything:  # type: ignore[attr-defined]
+            del data["fields"]
+        return data
+
+
+class FeedQuery(PageQuery, SparseQuery):
+    class Meta(StrictQuery.Meta):
+        include = sparse(POST_FIELDS)
+
+
+class CommentsQuery(PageQuery, SparseQuery):
+    class Meta(StrictQuery.Meta):
+        include = sparse(COMMENT_FIELDS)
+
+
+class PostQuery(SparseQuery):
+    class Meta(StrictQuery.Meta):
+        include = sparse(POST_DETAIL_FIELDS)
+
+
+class BulkPostsQuery(SparseQuery):
+    ids = IdList(max_items=100, required=True, metadata={"description": "Up to 100 post ids, in the order wanted."})
+
+    class Meta(StrictQuery.Meta):
+        include = sparse(POST_FIELDS)
 
 
 class TagsQuery(StrictQuery):
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, 500))
+    limit = fields.Integer(
+        load_default=100, validate=validate.Range(1, 500), metadata={"description": "How many of the top tags."}
+    )
 
 
 class NoQuery(StrictQuery):
@@ -66,6 +133,9 @@ class NoQuery(StrictQuery):
 
 
 page_query = PageQuery()
+feed_query = FeedQuery()
+comments_query = CommentsQuery()
+post_query = PostQuery()
 bulk_posts_query = BulkPostsQuery()
 tags_query = TagsQuery()
 no_query = NoQuery()

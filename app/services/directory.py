@@ -12,6 +12,10 @@ from app.models import Author, Category, Tag
 _CATEGORY_ID = select(Category.id).where(Category.slug == bindparam("slug"))
 _TAG_ID = select(Tag.id).where(Tag.slug == bindparam("slug"))
 _AUTHOR_ID = select(Author.id).where(Author.username == bindparam("username"))
+# The same lookups with the display name, for the titles of syndication feeds.
+_CATEGORY_REF = select(Category.id, Category.name).where(Category.slug == bindparam("key"))
+_TAG_REF = select(Tag.id, Tag.name).where(Tag.slug == bindparam("key"))
+_AUTHOR_REF = select(Author.id, Author.display_name).where(Author.username == bindparam("key"))
 _CATEGORIES = select(Category.id, Category.slug, Category.name, Category.post_count).order_by(
     Category.name, Category.id
 )
@@ -42,6 +46,23 @@ def tag_id(slug: str) -> int | None:
 
 def author_id(username: str) -> int | None:
     return db.session.execute(_AUTHOR_ID, {"username": username}).scalar()
+
+
+def category_ref(slug: str) -> tuple[int, str] | None:
+    return _ref(_CATEGORY_REF, slug)
+
+
+def tag_ref(slug: str) -> tuple[int, str] | None:
+    return _ref(_TAG_REF, slug)
+
+
+def author_ref(username: str) -> tuple[int, str] | None:
+    return _ref(_AUTHOR_REF, username)
+
+
+def _ref(statement: Any, key: str) -> tuple[int, str] | None:
+    row = db.session.execute(statement, {"key": key}).first()
+    return None if row is None else (row[0], row[1])
 
 
 def list_categories() -> list[dict[str, Any]]:

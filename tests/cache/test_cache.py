@@ -218,7 +218,7 @@ def test_redis_stopped_then_back_empty(cached_app: Flask, redis_server: Redis) -
 
 
 def test_database_down_serves_cached_pages_stale_and_503_otherwise(
-    cache_db: str, redis_server: Redis, redis_client: redis.Redis, pg_server: Postgres | None
+    cache_db: str, redis_server: Redis, redis_client: redis.Redis, pg_server: Postgres | None, app: Flask
 ) -> None:
     from tests.conftest import build_app
 
@@ -226,6 +226,7 @@ def test_database_down_serves_cached_pages_stale_and_503_otherwise(
         import pytest
 
         pytest.skip("needs the throwaway PostgreSQL server (TEST_DATABASE_URL given)")
+    session_app = app  # other tests' app: its pooled connections die with the server
     app = build_app(cache_db, REDIS_URL=redis_server.url, CACHE_TTL_FEED=0.05)
     client = app.test_client()
     warm = client.get(FEED)
@@ -241,8 +242,9 @@ def test_database_down_serves_cached_pages_stale_and_503_otherwise(
         assert cold.get_json()["code"] == "unavailable"
     finally:
         pg_server.restart()
-        with app.app_context():
-            db.engine.dispose()
+        for each in (app, session_app):
+            with each.app_context():
+                db.engine.dispose()
     assert client.get("/api/v1/feed?limit=6").status_code == 200  # the 503 was not cached
     assert SECRET
 

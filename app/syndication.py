@@ -1,0 +1,144 @@
+"""Feed documents for feed readers: JSON Feed 1.1 and Atom (RFC 4287), paged as in RFC 5005.
+
+Plain functions from a page of post items (app/services/posts.py:post_item) to bytes. Atom is
+built with ElementTree, which escapes markup in text and attributes; characters XML 1.0 cannot
+carry at all (control characters a title may still hold) are replaced before they reach it.
+URLs under the API carry the ROOT_URL placeholder (app/cache/pages.py fills it per request).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from xml.etree.ElementTree import Element, SubElement, tostring
+
+import orjson
+
+JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
+ATOM_NAMESPACE = "http://www.w3.org/2005/Atom"
+GENERATOR = "Readwire"
+_JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z | orjson.OPT_OMIT_MICROSECONDS
+# Everything outside XML 1.0's Char production (C0 controls but tab/LF/CR, U+FFFE/U+FFFF, lone surrogates).
+_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+@dataclass(frozen=True, slots=True)
+class FeedDocument:
+    """What a feed says about itself; URLs are absolute (or ROOT_URL-relative)."""
+
+    title: str
+    feed_url: str  # the feed's first page in this format: also its permanent id
+    page_url: str  # this page (RFC 5005 rel="self")
+    home_page_url: str  # the site
+    alternate_url: str  # the same feed in the other format
+    next_url: str | None  # older items
+    prev_url: str | None  # newer items (pollers resume from here)
+    api_root: str  # base of the API's own URLs (category and tag schemes)
+
+
+def json_feed(doc: FeedDocument, items: Sequence[dict[str, Any]]) -> bytes:
+    """A JSON Feed 1.1 document (https://www.jsonfeed.org/version/1.1/)."""
+    feed: dict[str, Any] = {
+        "version": JSON_FEED_VERSION,
+        "title": doc.title,
+        "home_page_url": doc.home_page_url,
+        "feed_url": doc.feed_url,
+    }
+    if doc.next_url:
+        feed["next_url"] = doc.next_url
+    feed["items"] = [_json_item(item) for item in items]
+    # Extension (leading underscore, as the spec asks): where a poller resumes for newer items.
+    feed["_readwire"] = {"prev_url": doc.prev_url}
+    return orjson.dumps(feed, option=_JSON_OPTIONS)
+
+
+def _json_item(item: dict[str, Any]) -> dict[str, Any]:
+    author = item["author"]
+    person = {"name": author["display_name"]}
+    if author["avatar_url"]:
+        person["avatar"] = author["avatar_url"]
+    entry: dict[str, Any] = {
+        "id": item["url"],
+        "url": item["url"],
+        "title": item["title"],
+        "content_text": item["summary"] or item["title"],
+    }
+    if item["summary"]:
+        entry["summary"] = item["summary"]
+    entry.update(
+        date_published=item["published_at"],
+        date_modified=item["updated_at"],
+        authors=[person],
+        tags=[item["category"]["name"], *(tag["name"] for tag in item["tags"])],
+        _readwire={"id": item["id"], "comment_count": item["comment_count"]},
+    )
+    return entry
+
+
+def atom_feed(doc: FeedDocument, items: Sequence[dict[str, Any]], now: datetime) -> bytes:
+    """An Atom 1.0 feed document; `updated` is the newest item's, or `now` for an empty page."""
+    feed = Element("feed", xmlns=ATOM_NAMESPACE)
+    _plain(feed, "id", doc.feed_url)
+    _text(feed, "title", doc.title)
+    _plain(feed, "updated", _timestamp(max((item["updated_at"] for item in items), default=now)))
+    _link(feed, "self", doc.page_url, "application/atom+xml")
+    _link(feed, "alternate", doc.home_page_url, "text/html")
+    _link(feed, "alternate", doc.alternate_url, "application/feed+json")
+    if doc.next_url:
+        _link(feed, "next", doc.next_url, "application/atom+xml")
+    if doc.prev_url:
+        _link(feed, "previous", doc.prev_url, "application/atom+xml")
+    _plain(feed, "generator", GENERATOR)
+    for item in items:
+        _atom_entry(feed, item, doc.api_root)
+    return tostring(feed, encoding="utf-8", xml_declaration=True)
+
+
+def _atom_entry(feed: Element, item: dict[str, Any], api_root: str) -> None:
+    entry = SubElement(feed, "entry")
+    _plain(entry, "id", item["url"])
+    _text(entry, "title", item["title"])
+    _link(entry, "alternate", item["url"], "text/html")
+    _plain(entry, "published", _timestamp(item["published_at"]))
+    _plain(entry, "updated", _timestamp(item["updated_at"]))
+    author = SubElement(entry, "author")
+    _text(author, "name", item["author"]["display_name"])
+    category = item["category"]
+    _category(entry, category["slug"], category["name"], f"{api_root}/categories")
+    for tag in item["tags"]:
+        _category(entry, tag["slug"], tag["name"], f"{api_root}/tags")
+    summary = _text(entry, "summary", item["summary"] or item["title"])
+    summary.set("type", "text")
+
+
+def _xml(value: str) -> str:
+    return _NOT_XML.sub("\ufffd", value)
+
+
+def _text(parent: Element, tag: str, value: str) -> Element:
+    """An element holding user text (escaped by ElementTree, made XML-safe here)."""
+    return _plain(parent, tag, _xml(value))
+
+
+def _plain(parent: Element, tag: str, value: str) -> Element:
+    """An element holding text this module built (URLs, which may hold ROOT_URL; timestamps)."""
+    element = SubElement(parent, tag)
+    element.text = value
+    return element
+
+
+def _link(parent: Element, rel: str, href: str, media_type: str) -> None:
+    SubElement(parent, "link", rel=rel, type=media_type, href=href)
+
+
+def _category(parent: Element, term: str, label: str, scheme: str) -> None:
+    SubElement(parent, "category", term=_xml(term), label=_xml(label), scheme=scheme)
+
+
+def _timestamp(value: datetime) -> str:
+    """RFC 3339 UTC with a Z (SQLite hands back naive UTC)."""
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,131 @@
+"""What serve() did, as the metrics count it (real Redis and PostgreSQL): hot hit, hit, 304,
+miss, stale, refresh and bypass; Redis errors and the breaker state; rate-limit counters shared
+through Redis by every process, and kept in-process while Redis is unreachable."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from flask import Flask
+
+from app.cache.keys import PREFIX
+from app.extensions import db
+from app.observability.metrics import REGISTRY
+from devstack.servers import Redis, free_port
+from tests.cache.conftest import CACHE_CONFIG
+from tests.conftest import build_app
+
+FEED = "/api/v1/feed?limit=7"
+
+
+def outcomes(endpoint: str = "feeds.global_feed") -> dict[str, float]:
+    names = ("hot_hit", "hit", "not_modified", "miss", "stale", "refresh", "bypass")
+    return {
+        name: REGISTRY.get_sample_value("readwire_cache_requests_total", {"endpoint": endpoint, "outcome": name}) or 0.0
+        for name in names
+    }
+
+
+def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: after[name] - before[name] for name in after if after[name] != before[name]}
+
+
+@pytest.fixture
+def make_app(cache_db: str, redis_server: Redis, redis_client: redis.Redis) -> Iterator[object]:
+    built: list[Flask] = []
+
+    def make(**overrides: object) -> Flask:
+        application = build_app(cache_db, **{"REDIS_URL": redis_server.url, **CACHE_CONFIG, **overrides})
+        built.append(application)
+        return application
+
+    yield make
+    for application in built:
+        with application.app_context():
+            db.engine.dispose()
+
+
+def test_miss_then_hot_hit_then_304(make_app) -> None:  # type: ignore[no-untyped-def]
+    client = make_app().test_client()
+    before = outcomes()
+    etag = client.get(FEED).headers["ETag"]
+    client.get(FEED)
+    assert client.get(FEED, headers={"If-None-Match": etag}).status_code == 304
+    assert delta(before, outcomes()) == {"miss": 1, "hot_hit": 1, "not_modified": 1}
+
+
+def test_a_hit_from_redis_when_nothing_is_kept_in_process(make_app) -> None:  # type: ignore[no-untyped-def]
+    client = make_app(CACHE_LOCAL_BYTES=0).test_client()
+    before = outcomes()
+    client.get(FEED)
+    client.get(FEED)
+    assert delta(before, outcomes()) == {"miss": 1, "hit": 1}
+
+
+def test_past_its_ttl_one_worker_refreshes_and_the_others_serve_stale(make_app, redis_client) -> None:  # type: ignore[no-untyped-def]
+    client = make_app(CACHE_TTL_FEED=0.05, CACHE_LOCAL_BYTES=0).test_client()
+    client.get(FEED)
+    time.sleep(0.1)
+    before = outcomes()
+    client.get(FEED)  # this worker takes the refresh lock and recomputes
+    assert delta(before, outcomes()) == {"refresh": 1}
+    time.sleep(0.1)
+    for key in redis_client.scan_iter(f"{PREFIX}p:*"):  # another worker holds the refresh lock
+        redis_client.set(key.decode() + "#lock", b"1", px=2000)
+    before = outcomes()
+    response = client.get(FEED)
+    assert response.status_code == 200 and "Age" in response.headers
+    assert delta(before, outcomes()) == {"stale": 1}
+
+
+def unreachable_redis() -> str:
+    return f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+
+
+def test_with_redis_unreachable_reads_bypass_errors_count_and_the_breaker_shows_open(make_app) -> None:  # type: ignore[no-untyped-def]
+    app = make_app(REDIS_URL=unreachable_redis())
+    client = app.test_client()
+    errors_before = REGISTRY.get_sample_value("readwire_cache_errors_total", {"error": "ConnectionError"}) or 0.0
+    before = outcomes()
+    for _ in range(app.config["CACHE_BREAKER_THRESHOLD"] + 2):
+        assert client.get(FEED).status_code == 200
+    assert delta(before, outcomes()) == {"bypass": app.config["CACHE_BREAKER_THRESHOLD"] + 2}
+    errors = REGISTRY.get_sample_value("readwire_cache_errors_total", {"error": "ConnectionError"})
+    assert errors is not None and errors - errors_before >= app.config["CACHE_BREAKER_THRESHOLD"]
+    app.extensions["readwire.sampler"].sample()
+    assert REGISTRY.get_sample_value("readwire_cache_circuit_open") == 1.0
+
+
+def test_pool_gauges_report_the_configured_capacity(make_app) -> None:  # type: ignore[no-untyped-def]
+    app = make_app()
+    app.test_client().get(FEED)
+    app.extensions["readwire.sampler"].sample()
+    options = app.config["SQLALCHEMY_ENGINE_OPTIONS"]
+    assert REGISTRY.get_sample_value("readwire_db_pool_capacity") == options["pool_size"] + options["max_overflow"]
+    assert REGISTRY.get_sample_value("readwire_db_pool_checked_out") == 0  # the request gave its connection back
+    assert REGISTRY.get_sample_value("readwire_redis_pool_capacity") == app.config["CACHE_POOL_SIZE"]
+    assert REGISTRY.get_sample_value("readwire_cache_circuit_open") == 0.0
+
+
+def sign_in(app: Flask):  # type: ignore[no-untyped-def]
+    return app.test_client().post(
+        "/api/v1/auth/token",
+        json={"username": "nobody_here", "password": "x"},
+        environ_base={"REMOTE_ADDR": "192.0.2.9"},
+    )
+
+
+def test_rate_limit_counters_are_shared_by_every_process(make_app, redis_client) -> None:  # type: ignore[no-untyped-def]
+    one, two = make_app(RATELIMIT_AUTH=(4, 60)), make_app(RATELIMIT_AUTH=(4, 60))  # two workers, one Redis
+    assert [sign_in(app).status_code for app in (one, two, one, two)] == [401] * 4
+    assert sign_in(one).status_code == 429 and sign_in(two).status_code == 429
+    keys = list(redis_client.scan_iter(f"{PREFIX}rl:auth:*"))
+    assert len(keys) == 1 and 0 < redis_client.ttl(keys[0]) <= 60  # the counter expires with its window
+
+
+def test_rate_limits_hold_while_redis_is_unreachable(make_app) -> None:  # type: ignore[no-untyped-def]
+    app = make_app(REDIS_URL=unreachable_redis(), RATELIMIT_AUTH=(3, 60))
+    assert [sign_in(app).status_code for _ in range(4)] == [401, 401, 401, 429]

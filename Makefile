@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_POSTS ?= 500
 
-.PHONY: install run test lint format clean
+.PHONY: install run test lint format clean stack stack-down stack-status serve-bench bench bench-gate bench-accept ab-gate loadtest
 
 $(STAMP): requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,13 +32,63 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check app tests devstack bench
-	$(BIN)/ruff format --check app tests devstack bench
+	$(BIN)/ruff check app tests devstack bench loadtests gunicorn.conf.py
+	$(BIN)/ruff format --check app tests devstack bench loadtests gunicorn.conf.py
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff format app tests devstack bench
-	$(BIN)/ruff check --fix app tests devstack bench
+	$(BIN)/ruff format app tests devstack bench loadtests gunicorn.conf.py
+	$(BIN)/ruff check --fix app tests devstack bench loadtests gunicorn.conf.py
+
+# The serving stack on this machine (no Docker): PostgreSQL, Redis, gunicorn + gevent, Nginx,
+# started detached under .stack/ (state in .stack/state.json); configuration in stack.env.
+stack: install
+	$(BIN)/python -m devstack.stack up
+
+stack-down:
+	$(BIN)/python -m devstack.stack down
+
+stack-status:
+	$(BIN)/python -m devstack.stack status
+
+# Nginx microcache vs static file, gunicorn app vs bare view (wrk; needs `make stack`).
+serve-bench: install
+	bash scripts/ensure-servers.sh --bench
+	$(BIN)/python -m devstack.serve_bench $(BENCH_ARGS)
+
+# Wall-clock microbenchmarks of the hot paths (pytest-benchmark), results as JSON.
+bench: install
+	bash scripts/ensure-servers.sh
+	mkdir -p bench/results
+	$(BIN)/python -m pytest bench -p no:cacheprovider --benchmark-json=bench/results/latest.json \
+		--benchmark-columns=min,median,mean,stddev,rounds --benchmark-sort=name $(PYTEST_ARGS)
+
+# Deterministic gate: callgrind instruction counts vs bench/baseline.json (5% default
+# tolerance) and SQL statements per request vs bench/sql_budget.json (exact).
+bench-gate: install
+	bash scripts/ensure-servers.sh --gate
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_sql_budget.py
+	$(BIN)/python -m bench.gate check $(GATE_ARGS)
+
+# Locust scenarios against the local stack (stood up and torn down unless one is running):
+# make loadtest SCENARIO=readers|pollers|mixed|cold|spike|smoke [LOADTEST_ARGS="--via app --duration 2m"]
+SCENARIO ?= smoke
+loadtest: install
+	bash scripts/ensure-servers.sh
+	$(BIN)/python loadtests/run.py $(SCENARIO) $(LOADTEST_ARGS)
+
+# Wall-clock A/B: working tree vs BASELINE (default: merge-base with main), interleaved wrk
+# runs, median of per-pair throughput ratios; fails below 0.90.
+ab-gate: install
+	bash scripts/ensure-servers.sh --bench
+	$(BIN)/python -m bench.ab $(if $(BASELINE),--baseline $(BASELINE)) $(AB_ARGS)
+
+# Accept new gate numbers: make bench-accept REASON="why the new numbers are right"
+bench-accept: install
+	@test -n "$(REASON)" || { echo 'usage: make bench-accept REASON="..."'; exit 2; }
+	bash scripts/ensure-servers.sh --gate
+	SQL_BUDGET_ACCEPT=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_sql_budget.py
+	$(BIN)/python -m bench.gate accept --reason "$(REASON)" $(GATE_ARGS)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache

@@ -5,6 +5,9 @@ Started servers are stopped by stop(), by leaving their ``with`` block, and at i
 outright, Redis dies with the thread that started it (PR_SET_PDEATHSIG) and a watchdog shell stops
 PostgreSQL (pg_ctl detaches the postmaster). As root, PostgreSQL runs as the ``postgres`` system
 user and the ancestors of ``base_dir`` get o+x (search only) so that user can reach it.
+
+``detached=True`` opts out of all of that: the server runs in a session of its own and outlives
+this process (the daemonized local stack, devstack/stack.py, stops it by its pid).
 """
 
 from __future__ import annotations
@@ -111,13 +114,22 @@ class Postgres(_Server):
     port: int
     settings: dict[str, str] = field(default_factory=lambda: dict(PG_TEST_SETTINGS))
     bindir: Path = field(default_factory=find_pg_bindir)
+    detached: bool = False
     _watchdog: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @classmethod
-    def start(cls, base_dir: Path, port: int | None = None, settings: dict[str, str] | None = None) -> Postgres:
-        """initdb (unless ``base_dir`` already holds a cluster) and start; returns once it accepts connections."""
+    def start(
+        cls, base_dir: Path, port: int | None = None, settings: dict[str, str] | None = None, *, detached: bool = False
+    ) -> Postgres:
+        """initdb (unless ``base_dir`` already holds a cluster) and start; returns once it accepts connections.
+
+        ``detached``: no watchdog and no atexit stop; the server outlives this process.
+        """
         pg = cls(
-            Path(base_dir).resolve(), port or free_port(), dict(PG_TEST_SETTINGS if settings is None else settings)
+            Path(base_dir).resolve(),
+            port or free_port(),
+            dict(PG_TEST_SETTINGS if settings is None else settings),
+            detached=detached,
         )
         pg._launch()
         return pg
@@ -178,6 +190,8 @@ class Postgres(_Server):
             self._run("pg_ctl", "start", "-w", "-t", "60", "-D", self.data_dir, "-l", log, "-o", postgres_args)
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}\n--- {log}:\n{_log_tail(log)}") from None
+        if self.detached:
+            return
         self._track()
         # pg_ctl detaches the postmaster, so a watchdog stops it once its stdin pipe hits EOF: when we die.
         stop = self._argv("pg_ctl", "stop", "-m", "fast", "-D", self.data_dir)
@@ -186,14 +200,15 @@ class Postgres(_Server):
             ["sh", "-c", script, "devstack-pg-watchdog", *stop], stdin=subprocess.PIPE, start_new_session=True
         )
 
-    def _pid(self) -> int | None:
+    def pid(self) -> int | None:
+        """The postmaster's pid (from postmaster.pid), or None when the cluster is not running."""
         try:
             return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
         except (OSError, ValueError):
             return None
 
     def is_running(self) -> bool:
-        return (pid := self._pid()) is not None and Path(f"/proc/{pid}").exists()
+        return (pid := self.pid()) is not None and Path(f"/proc/{pid}").exists()
 
     def stop(self) -> None:
         """Fast shutdown, keeping the data dir; SIGKILL the postmaster's process group if that fails."""
@@ -208,7 +223,7 @@ class Postgres(_Server):
         try:
             self._run("pg_ctl", "stop", "-w", "-t", "30", "-m", "fast", "-D", self.data_dir)
         except RuntimeError:
-            if (pid := self._pid()) is not None:
+            if (pid := self.pid()) is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)  # pg_ctl makes the postmaster a session leader
 
@@ -237,12 +252,19 @@ class Redis(_Server):
     base_dir: Path
     port: int
     config: dict[str, str] = field(default_factory=dict)
+    detached: bool = False
     proc: subprocess.Popen[bytes] = field(init=False, repr=False)
 
     @classmethod
-    def start(cls, base_dir: Path, port: int | None = None, config: dict[str, str] | None = None) -> Redis:
-        """Start redis-server; returns once it answers PING."""
-        redis = cls(Path(base_dir).resolve(), port or free_port(), dict(config or {}))
+    def start(
+        cls, base_dir: Path, port: int | None = None, config: dict[str, str] | None = None, *, detached: bool = False
+    ) -> Redis:
+        """Start redis-server; returns once it answers PING.
+
+        ``detached``: its own session, no parent-death signal and no atexit stop; it outlives
+        this process (stop it by ``proc.pid``).
+        """
+        redis = cls(Path(base_dir).resolve(), port or free_port(), dict(config or {}), detached=detached)
         redis._launch()
         return redis
 
@@ -259,9 +281,16 @@ class Redis(_Server):
         log = self.base_dir / "redis.log"
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=self.base_dir, preexec_fn=_die_with_parent
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                cwd=self.base_dir,
+                start_new_session=self.detached,
+                preexec_fn=None if self.detached else _die_with_parent,
             )
-        self._track()
+        if not self.detached:
+            self._track()
         deadline = time.monotonic() + timeout
         while not self.ping():
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the server binaries used by devstack/ and the tests are installed:
-# PostgreSQL (server), redis-server and nginx. Idempotent; silent when all are present.
+# PostgreSQL (server), redis-server and nginx; with --bench also wrk (make serve-bench),
+# with --gate valgrind (make bench-gate).
+# Idempotent; silent when all are present.
 # Debian/Ubuntu only (apt-get). Service auto-start is suppressed during the install:
 # we run our own throwaway servers on random ports.
 set -euo pipefail
@@ -16,10 +18,21 @@ pg_bindir() {
 
 have() { command -v "$1" >/dev/null || [[ -x "/usr/sbin/$1" || -x "/usr/bin/$1" ]]; }
 
+bench=0
+gate=0
+for arg in "$@"; do
+    case $arg in
+        --bench) bench=1 ;;  # wrk for make serve-bench
+        --gate) gate=1 ;;    # valgrind for the instruction-count gate (make bench-gate)
+    esac
+done
+
 missing=()
 pg_bindir >/dev/null || missing+=(postgresql)
 have redis-server || missing+=(redis-server)
 have nginx || missing+=(nginx-light)
+[[ $bench -eq 1 ]] && ! have wrk && missing+=(wrk)
+[[ $gate -eq 1 ]] && ! have valgrind && missing+=(valgrind)
 
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
@@ -54,3 +67,5 @@ fi
 pg_bindir >/dev/null || { echo "ensure-servers: PostgreSQL server binaries still missing" >&2; exit 1; }
 have redis-server || { echo "ensure-servers: redis-server still missing" >&2; exit 1; }
 have nginx || { echo "ensure-servers: nginx still missing" >&2; exit 1; }
+[[ $bench -eq 0 ]] || have wrk || { echo "ensure-servers: wrk still missing" >&2; exit 1; }
+[[ $gate -eq 0 ]] || have valgrind || { echo "ensure-servers: valgrind still missing" >&2; exit 1; }

@@ -1,0 +1,267 @@
+"""Gunicorn settings for Readwire: gevent workers behind Nginx.
+
+    gunicorn -c gunicorn.conf.py 'app:create_app()'
+
+Every knob reads the environment (stack.env feeds both the local stack and compose); the reason
+for each default sits next to it. What this file guarantees, per worker:
+
+* gevent patches the standard library before psycopg, redis or the app are imported: the app
+  is loaded in each worker after its patch (never ``--preload``, refused below), and a worker
+  that finds them imported already, or that gevent warns about, fails to boot.
+* psycopg 3 waits cooperatively. Since 3.1.14 it picks its pure-Python poll wait when gevent
+  has patched ``select`` at import time; its C ``wait_c`` would block the whole worker. Should
+  it have picked ``wait_c`` anyway (imported too early, or PSYCOPG_WAIT_FUNC), the worker
+  switches it to ``wait_poll`` and says so.
+* SQLAlchemy and Redis pools are sized against the greenlet count (env defaults set below
+  before the app reads them), and anything inherited across fork is disposed.
+* A greenlet drains the cache outbox every few seconds: rows left by a worker killed between
+  its commit and its INCRs would otherwise wait until some worker happens to fail a write.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from datetime import timedelta
+from typing import Any
+
+from gunicorn.glogging import Logger
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name) or default)
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name) or default)
+
+
+# --- processes ---------------------------------------------------------------------------
+bind = os.environ.get("GUNICORN_BIND") or "127.0.0.1:8000"
+worker_class = "gevent"
+# One gevent worker per usable core: a worker is one thread, CPU-bound on cache hits (routing,
+# a Redis round trip, the response), so more workers than cores only adds context switches.
+workers = _env_int("WEB_CONCURRENCY", len(os.sched_getaffinity(0)))
+# Greenlets per worker. Past ~200 concurrent requests one core is already queueing >100 ms of
+# work; further connections are better left in the listen backlog, where an idle worker (or
+# Nginx's retry) takes them. The Redis pool below gets one connection per greenlet.
+worker_connections = _env_int("GUNICORN_WORKER_CONNECTIONS", 200)
+# Longer than Nginx's upstream keepalive_timeout (60 s): the proxy, not gunicorn, closes idle
+# keep-alive connections, so a request never races gunicorn's close on a reused connection.
+keepalive = _env_int("GUNICORN_KEEPALIVE", 75)
+# A worker that blocks its hub this long (no heartbeat) is killed and replaced.
+timeout = _env_int("GUNICORN_TIMEOUT", 30)
+# On HUP/TERM a worker finishes what it holds: longer than Nginx's proxy_read_timeout (10 s), so
+# an in-flight request always completes; short enough that an idle keep-alive connection holds a
+# retiring worker at most this long.
+graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 20)
+# Off: no known leak to bound, and a restart empties the worker's pools. Set it with jitter.
+max_requests = _env_int("GUNICORN_MAX_REQUESTS", 0)
+max_requests_jitter = max_requests // 10
+# Never preload with gevent: the app (psycopg, redis, ssl users) would be imported in the master
+# before any monkey-patching, and its pools shared across fork. on_starting() refuses it.
+preload_app = False
+# X-Forwarded-* are trusted from these proxies only (Nginx: loopback locally, the compose network).
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1"
+proc_name = os.environ.get("GUNICORN_PROC_NAME") or "readwire"
+pidfile = os.environ.get("GUNICORN_PIDFILE") or None
+# gunicorn >= 25 opens a control socket at one fixed per-user path; several instances on one
+# machine (the stack, benchmarks, tests) would fight over it. Off unless a path is given.
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or ""
+control_socket_disable = not control_socket
+
+# --- pools, sized against the greenlets (setdefault: an explicit environment wins) ---------
+# Redis: one connection per greenlet at most, opened lazily, so a burst never waits for a slot.
+os.environ.setdefault("CACHE_POOL_SIZE", str(worker_connections))
+# PostgreSQL: the deployment's connection budget, halved because during a HUP the new workers
+# are up before the old ones leave, then split per worker: 10 kept warm, the rest overflow.
+# Hits never touch the database, so a greenlet holds a connection only on a miss or a write.
+_db_budget = _env_int("DB_CONNECTION_BUDGET", 90)  # PostgreSQL's default max_connections 100, minus reserve
+_db_per_worker = max(2, min(worker_connections, _db_budget // (2 * workers)))
+os.environ.setdefault("DB_POOL_SIZE", str(min(10, _db_per_worker)))
+os.environ.setdefault("DB_MAX_OVERFLOW", str(_db_per_worker - min(10, _db_per_worker)))
+
+# --- outbox drain ---------------------------------------------------------------------------
+# Look at the in-process "pending" flag every second (free); sweep the outbox table anyway
+# every OUTBOX_SWEEP_INTERVAL s (one indexed SELECT on an almost always empty table).
+OUTBOX_TICK = _env_float("OUTBOX_DRAIN_INTERVAL", 1.0)
+OUTBOX_SWEEP = _env_float("OUTBOX_SWEEP_INTERVAL", 5.0)
+
+
+# --- logging ----------------------------------------------------------------------------------
+class JsonAccessLogger(Logger):  # type: ignore[misc]
+    """One JSON object per request on the access log (ACCESS_LOG=json); fields stay machine-parsable
+    whatever the request line contains, which gunicorn's printf-style format cannot promise."""
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> None:
+        if not self.access_log_enabled:
+            return
+        status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
+        record = {
+            "logger": "gunicorn.access",
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "request_id": environ.get("HTTP_X_REQUEST_ID"),
+            "method": environ.get("REQUEST_METHOD"),
+            "path": environ.get("PATH_INFO"),
+            "query": environ.get("QUERY_STRING") or None,
+            "status": int(status),
+            "bytes": getattr(resp, "sent", None),
+            "ms": round(request_time.total_seconds() * 1000, 3),
+            "remote": environ.get("HTTP_X_REAL_IP") or environ.get("REMOTE_ADDR"),
+            "pid": os.getpid(),
+        }
+        try:
+            self.access_log.info(json.dumps(record, separators=(",", ":")))
+        except Exception:  # a log line must never fail a request
+            self.error("access log: could not write a record")
+
+
+_access = (os.environ.get("ACCESS_LOG") or "off").lower()
+if _access not in {"off", "json"}:
+    raise RuntimeError(f"ACCESS_LOG must be off or json, not {_access!r}")
+if _access == "json":
+    accesslog = "-"
+    logger_class = JsonAccessLogger
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOGLEVEL") or "info"
+
+# Modules that must be imported only after gevent has patched the worker.
+_LATE_MODULES = ("psycopg", "redis", "sqlalchemy", "app")
+
+
+def _imported_early() -> list[str]:
+    return [name for name in _LATE_MODULES if name in sys.modules]
+
+
+# --- hooks ------------------------------------------------------------------------------------
+def on_starting(server: Any) -> None:
+    """Master, before anything forks: refuse the configurations that break the gevent contract,
+    and start the metrics directory afresh."""
+    if server.cfg.preload_app:
+        raise RuntimeError("gunicorn.conf.py: --preload is refused with gevent workers (see the module docstring)")
+    if early := _imported_early():
+        raise RuntimeError(f"gunicorn.conf.py: {early} imported in the master, before gevent can patch the workers")
+    reset_metrics_dir()
+
+
+def reset_metrics_dir() -> None:
+    """prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, app/observability): the
+    per-process files of a previous run must go before any worker starts (not on HUP: the
+    running workers' counters live there)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            os.remove(os.path.join(path, name))
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Master: a worker is gone (exited or killed); drop its live gauges from the metrics."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Imported here, in the master, only once a worker has exited. Workers forked later inherit
+        # the module with unpatched locks; they guard in-memory updates that never yield to the hub.
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Worker, first thing after fork: patch now (gevent's own worker patch later is a no-op),
+    turn gevent's "patched too late" warnings into a boot failure, drop inherited pools."""
+    from gevent import monkey
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", monkey.MonkeyPatchWarning)
+        monkey.patch_all()
+    late = [str(w.message) for w in caught if issubclass(w.category, monkey.MonkeyPatchWarning)]
+    if late:
+        raise RuntimeError(f"gevent patched too late in worker {worker.pid}: {late}")
+    dispose_inherited(getattr(worker.app, "callable", None), worker.log)
+    if early := _imported_early():
+        raise RuntimeError(f"{early} were imported before gevent patched worker {worker.pid}")
+
+
+def dispose_inherited(wsgi_app: Any, log: Any) -> None:
+    """Drop pooled connections a forked worker inherited (only possible with a preloaded app).
+
+    ``dispose(close=False)`` is SQLAlchemy's after-fork recipe: forget the parent's connections
+    without closing sockets the parent still uses. redis-py pools reset by pid, reset() forces it.
+    """
+    extensions = getattr(wsgi_app, "extensions", None)
+    if not extensions:
+        return
+    sqlalchemy_ext = extensions.get("sqlalchemy")
+    if sqlalchemy_ext is not None:
+        with wsgi_app.app_context():
+            for engine in sqlalchemy_ext.engines.values():
+                engine.dispose(close=False)
+    cache = extensions.get("readwire.cache")
+    client = getattr(getattr(cache, "store", None), "client", None)
+    if client is not None:
+        client.connection_pool.reset()
+    log.warning("disposed database and cache pools inherited across fork")
+
+
+def ensure_cooperative_psycopg(log: Any) -> str:
+    """Make psycopg's blocking waits go through gevent; returns the wait function's name."""
+    from gevent import monkey
+
+    if not (monkey.is_module_patched("select") and monkey.is_module_patched("socket")):
+        raise RuntimeError("gevent has not patched select/socket: psycopg cannot wait cooperatively")
+    if "psycopg" not in sys.modules:  # the app does not use PostgreSQL (embedded default, bare app)
+        return "none"
+    import selectors
+
+    from psycopg import waiting
+
+    if getattr(waiting, "wait_c", None) is not None and waiting.wait is waiting.wait_c:
+        log.warning("psycopg chose its C wait (not gevent-cooperative): switching to wait_poll")
+        waiting.wait = waiting.wait_poll
+    # wait_conn (connection setup) uses a selector class bound when psycopg was imported.
+    if waiting.DefaultSelector is not selectors.DefaultSelector:  # type: ignore[attr-defined]
+        log.warning("psycopg bound an unpatched selector: switching to gevent's")
+        waiting.DefaultSelector = selectors.DefaultSelector  # type: ignore[attr-defined]
+    return str(getattr(waiting.wait, "__name__", waiting.wait))
+
+
+def post_worker_init(worker: Any) -> None:
+    """Worker, app loaded: check the wait path, then start the outbox drain greenlet."""
+    wait = ensure_cooperative_psycopg(worker.log)
+    worker.log.info("worker %s: psycopg wait=%s", worker.pid, wait)
+    invalidator = getattr(worker.wsgi, "extensions", {}).get("readwire.invalidator")
+    if invalidator is not None:
+        import gevent
+
+        worker.outbox_drain = gevent.spawn(drain_outbox_forever, worker.wsgi, invalidator, OUTBOX_TICK, OUTBOX_SWEEP)
+
+
+def drain_outbox_forever(app: Any, invalidator: Any, tick: float, sweep: float) -> None:
+    """Apply the cache outbox when this worker knows of pending rows, and every ``sweep`` s anyway
+    (rows left by another, killed worker). Errors are logged and retried on the next tick."""
+    import gevent
+
+    log = logging.getLogger("readwire.outbox")
+    last_sweep = time.monotonic()
+    while True:
+        gevent.sleep(tick)
+        now = time.monotonic()
+        if not invalidator.pending and now - last_sweep < sweep:
+            continue
+        last_sweep = now
+        try:
+            with app.app_context():
+                invalidator.drain()
+        except Exception as exc:  # the next tick retries; a sweep must never kill the worker
+            log.warning("cache outbox drain failed: %s: %s", type(exc).__name__, exc)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    drain = getattr(worker, "outbox_drain", None)
+    if drain is not None:
+        drain.kill(block=False)

@@ -1,0 +1,157 @@
+"""One configuration for both stacks: stack.env, the nginx.conf template and docker-compose.yml
+agree; the template renders to a configuration `nginx -t` accepts; an upstream that is down
+answers problem+json."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from devstack.servers import free_port
+from devstack.stack import ENV_FILE, nginx_placeholders, nginx_values, read_env_file, render_nginx
+from tests.stack.conftest import REPO, request, traversable_tmpdir, wait_for
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def test_stack_env_parses_and_the_environment_overrides_it() -> None:
+    from devstack.stack import stack_settings
+
+    settings = read_env_file()
+    assert {"STACK_POSTS", "APP_PORT", "NGINX_PORT", "WEB_CONCURRENCY", "NGINX_RATE"} <= set(settings)
+    assert not {"SECRET_KEY", "POSTGRES_PASSWORD"} & set(settings)  # secrets never live in the file
+    merged = stack_settings({"APP_PORT": "9999", "UNRELATED": "1"})
+    assert merged["APP_PORT"] == "9999" and "UNRELATED" not in merged
+
+
+def test_render_fills_every_placeholder_and_refuses_missing_ones(tmp_path: Path) -> None:
+    values = nginx_values({**read_env_file(), "NGINX_PORT": "1"}, tmp_path, tmp_path, tmp_path)
+    assert set(values) == nginx_placeholders()
+    rendered = render_nginx(values)
+    assert "${NGINX_" not in rendered and "$request_id" in rendered  # Nginx's own variables kept
+    with pytest.raises(KeyError, match="NGINX_RATE"):
+        render_nginx({k: v for k, v in values.items() if k != "NGINX_RATE"})
+
+
+def _compose_command() -> list[str] | None:
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"]
+    legacy = shutil.which("docker-compose")
+    return [legacy] if legacy else None
+
+
+def test_docker_compose_config_is_valid_and_matches_the_template() -> None:
+    compose = _compose_command()
+    if compose is None:
+        pytest.skip("no docker compose client on this machine")
+    env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "SECRET_KEY": "s" * 40, "POSTGRES_PASSWORD": "pw"}
+    res = subprocess.run(
+        [*compose, "--env-file", str(ENV_FILE), "config"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr
+    config = yaml.safe_load(res.stdout)
+    services = config["services"]
+    assert set(services) == {"postgres", "redis", "migrate", "app", "nginx"}
+    for name in ("postgres", "redis", "app", "nginx"):
+        assert services[name]["healthcheck"]["test"], name
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["app"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert services["app"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert services["nginx"]["depends_on"]["app"]["condition"] == "service_healthy"
+    assert services["app"]["command"][:3] == ["gunicorn", "-c", "gunicorn.conf.py"]
+    assert "db upgrade" in " ".join(services["migrate"]["command"])
+    assert "--if-empty" in " ".join(services["migrate"]["command"])
+    # The containers get stack.env (one source of configuration)...
+    file_settings = read_env_file()
+    for name in ("app", "migrate"):
+        environment = services[name]["environment"]
+        assert all(str(environment[key]) == value for key, value in file_settings.items()), name
+    # ...and Nginx renders the same template with a value for every placeholder.
+    nginx = services["nginx"]
+    assert any(
+        v.endswith("/etc/nginx/templates/nginx.conf.template:ro") or "nginx.conf.template" in str(v)
+        for v in map(str, nginx["volumes"])
+    )
+    assert nginx_placeholders() <= set(nginx["environment"])
+    assert nginx["environment"]["NGINX_ENVSUBST_OUTPUT_DIR"] == "/etc/nginx"
+
+
+def test_edge_with_its_upstream_down_answers_problem_json() -> None:
+    """The rendered template, on its own Nginx, in front of a port nobody listens on."""
+    with traversable_tmpdir("readwire-edge-") as tmp_path:
+        _edge_with_upstream_down(tmp_path)
+
+
+def _edge_with_upstream_down(tmp_path: Path) -> None:
+    port = free_port()
+    for d in ("state", "static", "logs"):
+        (tmp_path / d).mkdir()
+    settings = {**read_env_file(), "NGINX_PORT": str(port), "APP_PORT": str(free_port()), "NGINX_WORKER_PROCESSES": "1"}
+    values = nginx_values(settings, tmp_path / "state", tmp_path / "static", tmp_path / "logs")
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(render_nginx(values))
+    base = [NGINX, "-p", str(tmp_path / "state"), "-c", str(conf)]
+    check = subprocess.run([*base, "-t"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    proc = subprocess.Popen([*base, "-g", "daemon off;"], stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        assert wait_for(lambda: _answers(port), 10)
+        for path in ("/healthz", "/api/v1/feed"):
+            response = request(port, path)
+            assert response.status == 503, (path, response.status)
+            assert response.headers["Content-Type"].startswith("application/problem+json")
+            assert response.json()["code"] == "unavailable"
+            assert response.headers["Retry-After"] == "5"
+        (tmp_path / "static" / "page.json").write_bytes(b'{"data":[]}')
+        static = request(port, "/_static/page.json")
+        assert static.status == 200 and static.body == b'{"data":[]}'
+        assert static.headers["Content-Type"].startswith("application/json")
+    finally:
+        proc.send_signal(signal.SIGQUIT)
+        proc.wait(timeout=10)
+
+
+def _answers(port: int) -> bool:
+    try:
+        request(port, "/_static/none", timeout=1)
+        return True
+    except OSError:
+        return False
+
+
+def test_envsubst_as_the_nginx_image_runs_it_renders_what_the_local_stack_renders(tmp_path: Path) -> None:
+    """The compose path (the image's envsubst, limited to NGINX_* names) and devstack's renderer
+    produce the same file from the same values."""
+    envsubst = shutil.which("envsubst")
+    if envsubst is None:
+        pytest.skip("envsubst (gettext-base) not installed")
+    values = nginx_values({**read_env_file(), "NGINX_PORT": "8080"}, tmp_path, tmp_path, tmp_path)
+    env = {"PATH": "/usr/bin:/bin", **values, "NGINX_VERSION": "1.27", "HOME": "/root"}
+    shell_format = " ".join(f"${{{name}}}" for name in env if name.startswith("NGINX_"))
+    template = (REPO / "nginx.conf").read_text()
+    res = subprocess.run([envsubst, shell_format], input=template, env=env, capture_output=True, text=True, check=True)
+    assert res.stdout == render_nginx(values)
+
+
+def test_serve_bench_parses_wrk_latency_units_and_errors() -> None:
+    from devstack.serve_bench import parse_wrk
+
+    output = (
+        "  Latency Distribution\n     50%  502.00us\n     75%    1.00ms\n     90%    2.00ms\n     99%    1.20s\n"
+        "  12345 requests in 2.00s, 1.2GB read\n  Socket errors: connect 0, read 3, write 0, timeout 1\n"
+        "  Non-2xx or 3xx responses: 7\nRequests/sec:   6172.50\n"
+    )
+    assert parse_wrk(output) == {
+        "requests_per_s": 6172.5,
+        "p50_ms": 0.502,
+        "p99_ms": 1200.0,
+        "requests": 12345,
+        "non_2xx": 7,
+        "socket_errors": "connect 0, read 3, write 0, timeout 1",
+    }

@@ -1,0 +1,227 @@
+"""gunicorn.conf.py: PostgreSQL waits are gevent-cooperative on one worker (with a control that
+shows what a blocking wait looks like), --preload is refused, pools are sized from the greenlet
+count, and pools inherited across fork are dropped."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from app import create_app
+from app.extensions import db
+from devstack.servers import free_port
+from devstack.stack import children
+from tests.stack.conftest import REPO, StackInfo, request, wait_for
+
+GUNICORN = str(Path(sys.executable).parent / "gunicorn")
+CONF = str(REPO / "gunicorn.conf.py")
+SLOW_APP = "tests.stack.slow_app:app"
+
+
+@contextlib.contextmanager
+def serve(
+    stack: StackInfo, argv: list[str], log: Path, env: Mapping[str, str] | None = None
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """One gunicorn on a free port against the stack's PostgreSQL and Redis; stopped afterwards."""
+    port = free_port()
+    full_env = {**stack.env, "WEB_CONCURRENCY": "1", "GUNICORN_BIND": f"127.0.0.1:{port}", **(env or {})}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [GUNICORN, *argv, "--bind", f"127.0.0.1:{port}"],
+            cwd=REPO,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        up = wait_for(lambda: proc.poll() is not None or _ok(port), 30)
+        assert up and proc.poll() is None, log.read_text()
+        yield port, proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _ok(port: int) -> bool:
+    try:
+        return request(port, "/healthz", timeout=1).status == 200
+    except OSError:
+        return False
+
+
+def concurrent_sleeps(port: int, count: int, seconds: float) -> tuple[float, list[int]]:
+    """``count`` simultaneous requests that each sleep ``seconds`` in PostgreSQL; (wall time, statuses)."""
+    barrier = threading.Barrier(count)
+    statuses: list[int] = []
+
+    def one() -> None:
+        barrier.wait()
+        statuses.append(request(port, f"/_test/pg_sleep?s={seconds}", timeout=30).status)
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return time.monotonic() - started, statuses
+
+
+def test_slow_queries_overlap_on_one_gevent_worker(stack: StackInfo, tmp_path: Path) -> None:
+    log = tmp_path / "gunicorn.log"
+    with serve(stack, ["-c", CONF, SLOW_APP], log) as (port, proc):
+        assert len(children(proc.pid)) == 1  # ONE worker
+        # Cold pool: the ten connections are opened concurrently too (psycopg's connect wait).
+        wall, statuses = concurrent_sleeps(port, 10, 0.5)
+    assert statuses == [200] * 10
+    assert wall < 1.2, f"10 x pg_sleep(0.5) took {wall:.2f} s on one worker: the waits did not overlap"
+    assert "psycopg wait=wait_poll" in log.read_text()
+
+
+def test_a_blocking_c_wait_is_switched_to_the_cooperative_one(stack: StackInfo, tmp_path: Path) -> None:
+    """PSYCOPG_WAIT_FUNC=wait_c stands for psycopg having picked its C wait (imported before the patch)."""
+    log = tmp_path / "gunicorn.log"
+    with serve(stack, ["-c", CONF, SLOW_APP], log, {"PSYCOPG_WAIT_FUNC": "wait_c"}) as (port, _):
+        wall, statuses = concurrent_sleeps(port, 10, 0.5)
+    assert statuses == [200] * 10
+    assert wall < 1.2, f"{wall:.2f} s"
+    text_ = log.read_text()
+    assert "switching to wait_poll" in text_ and "psycopg wait=wait_poll" in text_
+
+
+def test_control_the_c_wait_serializes_a_gevent_worker(stack: StackInfo, tmp_path: Path) -> None:
+    """Without gunicorn.conf.py's guard the same requests run one after another: the overlap
+    measured above is the guard's doing, and the measurement can tell the difference."""
+    log = tmp_path / "gunicorn.log"
+    bare_conf = tmp_path / "bare.conf.py"  # without -c, gunicorn would read ./gunicorn.conf.py
+    bare_conf.write_text("")
+    argv = ["-c", str(bare_conf), "-k", "gevent", "-w", "1", "--no-control-socket", SLOW_APP]
+    with serve(stack, argv, log, {"PSYCOPG_WAIT_FUNC": "wait_c"}) as (port, _):
+        wall, statuses = concurrent_sleeps(port, 4, 0.5)
+    assert statuses == [200] * 4
+    assert wall >= 1.9, f"4 x pg_sleep(0.5) took only {wall:.2f} s with the C wait"
+
+
+def test_preload_is_refused(stack: StackInfo) -> None:
+    port = free_port()
+    res = subprocess.run(
+        [GUNICORN, "-c", CONF, "--preload", "--bind", f"127.0.0.1:{port}", SLOW_APP],
+        cwd=REPO,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode != 0
+    assert "--preload is refused" in res.stdout + res.stderr
+
+
+def _conf_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The pool sizes gunicorn.conf.py puts in the environment for ``env`` (in a fresh interpreter)."""
+    code = (
+        "import os, runpy; runpy.run_path('gunicorn.conf.py'); "
+        "print(*(os.environ[k] for k in ('CACHE_POOL_SIZE', 'DB_POOL_SIZE', 'DB_MAX_OVERFLOW')))"
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "CACHE_", "WEB_", "GUNICORN_"))}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env={**base, **env}, capture_output=True, text=True, check=True
+    ).stdout.split()
+    return dict(zip(("CACHE_POOL_SIZE", "DB_POOL_SIZE", "DB_MAX_OVERFLOW"), out, strict=True))
+
+
+def test_pools_are_sized_against_the_greenlets() -> None:
+    env = {"WEB_CONCURRENCY": "2", "GUNICORN_WORKER_CONNECTIONS": "150", "DB_CONNECTION_BUDGET": "80"}
+    # Redis: a connection per greenlet. PostgreSQL: 80 / (2 workers x 2 for the HUP overlap) = 20.
+    assert _conf_env(env) == {"CACHE_POOL_SIZE": "150", "DB_POOL_SIZE": "10", "DB_MAX_OVERFLOW": "10"}
+    small = _conf_env({**env, "DB_CONNECTION_BUDGET": "24"})
+    assert small == {"CACHE_POOL_SIZE": "150", "DB_POOL_SIZE": "6", "DB_MAX_OVERFLOW": "0"}
+    explicit = _conf_env({**env, "DB_POOL_SIZE": "3", "CACHE_POOL_SIZE": "7"})
+    assert explicit["DB_POOL_SIZE"] == "3" and explicit["CACHE_POOL_SIZE"] == "7"
+
+
+@pytest.fixture
+def conf() -> Iterator[dict[str, Any]]:
+    """gunicorn.conf.py's namespace, without leaking the environment defaults it sets."""
+    saved = dict(os.environ)
+    try:
+        yield runpy.run_path(CONF)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def test_pools_inherited_across_fork_are_dropped(stack: StackInfo, conf: dict[str, Any]) -> None:
+    app = create_app(
+        {
+            "SQLALCHEMY_DATABASE_URI": stack.state["database_url"],
+            "SECRET_KEY": "x" * 32,
+            "REDIS_URL": stack.state["redis_url"],
+        }
+    )
+    backend = "SELECT pg_backend_pid()"
+    with app.app_context():
+        before = db.session.execute(text(backend)).scalar()
+        db.session.remove()
+        pool = app.extensions["readwire.cache"].store.client.connection_pool
+        assert app.extensions["readwire.cache"].store.ping()
+        assert pool._connections  # the "parent" holds a Redis connection
+    conf["dispose_inherited"](app, logging.getLogger("test"))
+    with app.app_context():
+        assert not pool._connections
+        after = db.session.execute(text(backend)).scalar()
+        db.session.remove()
+        assert after != before  # a new connection: the inherited one was forgotten
+        db.engine.dispose()
+    conf["dispose_inherited"](object(), logging.getLogger("test"))  # no app state: nothing to do
+
+
+def _boot_with_prelude(stack: StackInfo, tmp_path: Path, prelude: str) -> subprocess.CompletedProcess[str]:
+    """gunicorn.conf.py run after ``prelude`` (what a careless import in the master would do)."""
+    conf = tmp_path / "wrapped.conf.py"
+    conf.write_text(f"{prelude}\nexec(compile(open({CONF!r}).read(), {CONF!r}, 'exec'))\n")
+    return subprocess.run(
+        [GUNICORN, "-c", str(conf), "--bind", f"127.0.0.1:{free_port()}", SLOW_APP],
+        cwd=REPO,
+        env={**stack.env, "WEB_CONCURRENCY": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_psycopg_imported_in_the_master_is_refused(stack: StackInfo, tmp_path: Path) -> None:
+    res = _boot_with_prelude(stack, tmp_path, "import psycopg")
+    assert res.returncode != 0
+    assert "imported in the master" in res.stdout + res.stderr
+
+
+def test_a_module_holding_the_unpatched_ssl_context_fails_the_worker_boot(stack: StackInfo, tmp_path: Path) -> None:
+    """A library that did `from ssl import SSLContext` before gevent patched keeps the blocking
+    class; gevent warns about it, and the worker refuses to boot instead of serving with it."""
+    prelude = (
+        "import sys, types\nfrom ssl import SSLContext\n"
+        "early = types.ModuleType('early_ssl_user')\nearly.SSLContext = SSLContext\nsys.modules['early_ssl_user'] = early"
+    )
+    res = _boot_with_prelude(stack, tmp_path, prelude)
+    output = res.stdout + res.stderr
+    assert res.returncode != 0, output[-2000:]
+    assert "gevent patched too late" in output and "early_ssl_user" in output

@@ -1,0 +1,43 @@
+"""The scenarios the runner knows: each is loadtests/scenarios/<name>.{py,conf} plus loadtests/slo/<name>.toml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# Where writer users find the editor account (the runner sets them, creating the account when it can).
+EDITOR_USERNAME_ENV, EDITOR_PASSWORD_ENV = "LOADTEST_EDITOR_USERNAME", "LOADTEST_EDITOR_PASSWORD"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    writes: bool = False  # needs an editor account (LOADTEST_EDITOR_USERNAME/_PASSWORD, or the runner makes one)
+    flush_cache: bool = False  # the runner empties Redis before the run
+
+    @property
+    def locustfile(self) -> Path:
+        return HERE / "scenarios" / f"{self.name}.py"
+
+    @property
+    def conf(self) -> Path:
+        return HERE / "scenarios" / f"{self.name}.conf"
+
+    @property
+    def slo(self) -> Path:
+        return HERE / "slo" / f"{self.name}.toml"
+
+
+SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario("readers", "browsing readers (Zipf over every feed, detail, comments) and deep walkers"),
+        Scenario("pollers", "conditional re-polls of subscribed first pages (If-None-Match, mostly 304)"),
+        Scenario("mixed", "readers + pollers + editors writing, with read-after-write checks", writes=True),
+        Scenario("cold", "a uniform spread of keys on a flushed Redis (mostly misses)", flush_cache=True),
+        Scenario("spike", "readers at a baseline, a sudden 8x spike, back to baseline (LoadTestShape)"),
+        Scenario("smoke", "CI: ~25 s at a low rate, every user kind including writers", writes=True),
+    )
+}

@@ -1,0 +1,300 @@
+"""SLO files (loadtests/slo/<scenario>.toml) checked against a run's Locust CSV and pacing ledger.
+
+Usage: python -m loadtests.slo RUN_DIR SLO_FILE   (exit 0: every SLO met; 1: a breach; 2: unusable input)
+
+An SLO file holds, at top level: p95_ms, p99_ms (whole-run percentiles over every request), max_failure_ratio,
+min_requests, and two coordinated-omission guards: min_rate_ratio (requests started / arrivals due: below 1
+the generator dropped arrivals it could not send) and max_lag_p99_ms (how late requests started against
+their scheduled arrival: a generator that keeps up only by sending late measures latency from the wrong
+moment); optionally min_not_modified_ratio (pollers: share of conditional polls answered 304); and a
+[max_failures] table capping failures per request name (fnmatch patterns, e.g. "consistency: *" = 0).
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import json
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CSV_PREFIX = "locust"  # the runner passes --csv RUN_DIR/locust
+FINAL_PREFIX = "locust_final"  # the same tables written by loadtests/users.py at exit: Locust's own CSVs lag ~1 s
+PACING_FILE = "pacing.json"
+_KNOWN_KEYS = {
+    "description",
+    "measured",
+    "p95_ms",
+    "p99_ms",
+    "max_failure_ratio",
+    "min_rate_ratio",
+    "max_lag_p99_ms",
+    "min_requests",
+    "min_not_modified_ratio",
+    "max_failures",
+}
+
+
+class SloError(ValueError):
+    """An SLO file or a run directory that cannot be checked."""
+
+
+@dataclass(frozen=True)
+class Slo:
+    p95_ms: float
+    p99_ms: float
+    max_failure_ratio: float
+    min_rate_ratio: float
+    max_lag_p99_ms: float
+    min_requests: int
+    min_not_modified_ratio: float | None = None
+    max_failures: dict[str, int] = field(default_factory=dict)
+    description: str = ""
+
+
+def load_slo(path: Path) -> Slo:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SloError(f"{path}: {exc}") from None
+    unknown = set(raw) - _KNOWN_KEYS
+    if unknown:
+        raise SloError(f"{path}: unknown keys {sorted(unknown)}")
+    missing = {"p95_ms", "p99_ms", "max_failure_ratio", "min_rate_ratio", "max_lag_p99_ms", "min_requests"} - set(raw)
+    if missing:
+        raise SloError(f"{path}: missing keys {sorted(missing)}")
+    caps = raw.get("max_failures", {})
+    if not isinstance(caps, dict) or not all(isinstance(v, int) and v >= 0 for v in caps.values()):
+        raise SloError(f"{path}: [max_failures] maps request-name patterns to counts >= 0")
+    return Slo(
+        p95_ms=float(raw["p95_ms"]),
+        p99_ms=float(raw["p99_ms"]),
+        max_failure_ratio=float(raw["max_failure_ratio"]),
+        min_rate_ratio=float(raw["min_rate_ratio"]),
+        max_lag_p99_ms=float(raw["max_lag_p99_ms"]),
+        min_requests=int(raw["min_requests"]),
+        min_not_modified_ratio=None if "min_not_modified_ratio" not in raw else float(raw["min_not_modified_ratio"]),
+        max_failures=dict(caps),
+        description=str(raw.get("description", "")),
+    )
+
+
+@dataclass(frozen=True)
+class Measured:
+    requests: int
+    failures: int
+    rps: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    failures_by_name: dict[str, int]
+    due: int | None  # arrivals the schedule asked for (pacing ledger)
+    started: int | None  # requests the users started
+    target_rps: float | None
+    lag_p99_ms: float | None
+    counters: dict[str, int]
+    duration_s: float | None
+    harness_errors: int = 0
+
+    @property
+    def failure_ratio(self) -> float:
+        return self.failures / self.requests if self.requests else 0.0
+
+    @property
+    def rate_ratio(self) -> float | None:
+        return self.started / self.due if self.due and self.started is not None else None
+
+    @property
+    def not_modified_ratio(self) -> float | None:
+        polls = self.counters.get("poll_304", 0) + self.counters.get("poll_200", 0)
+        return self.counters.get("poll_304", 0) / polls if polls else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "failures": self.failures,
+            "failure_ratio": round(self.failure_ratio, 6),
+            "rps": self.rps,
+            "target_rps": self.target_rps,
+            "p50_ms": self.p50_ms,
+            "p95_ms": self.p95_ms,
+            "p99_ms": self.p99_ms,
+            "max_ms": self.max_ms,
+            "arrivals_due": self.due,
+            "requests_started": self.started,
+            "rate_ratio": None if self.rate_ratio is None else round(self.rate_ratio, 4),
+            "schedule_lag_p99_ms": self.lag_p99_ms,
+            "not_modified_ratio": None if self.not_modified_ratio is None else round(self.not_modified_ratio, 4),
+            "duration_s": self.duration_s,
+            "harness_errors": self.harness_errors,
+            "failures_by_name": self.failures_by_name,
+            "counters": self.counters,
+        }
+
+
+def _number(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None  # "N/A" when nothing was measured
+
+
+def _history_span(path: Path) -> float | None:
+    if not path.exists():
+        return None
+    with path.open(newline="") as f:
+        stamps = [int(row["Timestamp"]) for row in csv.DictReader(f) if row["Name"] == "Aggregated"]
+    return float(stamps[-1] - stamps[0]) if len(stamps) > 1 else None
+
+
+def stats_path(run_dir: Path, table: str = "stats") -> Path:
+    """A final table of a run (stats, failures, exceptions): the one written at exit if any, else Locust's CSV."""
+    final = run_dir / f"{FINAL_PREFIX}_{table}.csv"
+    return final if final.exists() else run_dir / f"{CSV_PREFIX}_{table}.csv"
+
+
+def _harness_errors(run_dir: Path) -> int:
+    """Exceptions raised inside the users (a bug in the load test, not the server): Locust does not count them
+    as failed requests, so they are checked on their own."""
+    path = stats_path(run_dir, "exceptions")
+    if not path.exists():
+        return 0
+    with path.open(newline="") as f:
+        return sum(int(row["Count"]) for row in csv.DictReader(f))
+
+
+def measure(run_dir: Path) -> Measured:
+    """The whole-run figures of a run directory (its final stats table, pacing.json and locust exceptions)."""
+    path = stats_path(run_dir)
+    if not path.exists():
+        raise SloError(f"{path} is missing: did locust run with --csv {run_dir / CSV_PREFIX}?")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    total = next((row for row in rows if row["Name"] == "Aggregated"), None)
+    if total is None:
+        raise SloError(f"{path} has no Aggregated row")
+    by_name: dict[str, int] = {}
+    for row in rows:
+        if row["Name"] != "Aggregated" and int(row["Failure Count"]):
+            by_name[row["Name"]] = by_name.get(row["Name"], 0) + int(row["Failure Count"])
+    pacing: dict[str, Any] = {}
+    if (run_dir / PACING_FILE).exists():
+        pacing = json.loads((run_dir / PACING_FILE).read_text())
+    duration = _history_span(run_dir / f"{CSV_PREFIX}_stats_history.csv")
+    due = pacing.get("due")
+    return Measured(
+        requests=int(total["Request Count"]),
+        failures=int(total["Failure Count"]),
+        rps=round(float(total["Requests/s"]), 2),
+        p50_ms=_number(total["50%"]),
+        p95_ms=_number(total["95%"]),
+        p99_ms=_number(total["99%"]),
+        max_ms=_number(total["100%"]),
+        failures_by_name=by_name,
+        due=due,
+        started=pacing.get("started"),
+        target_rps=round(due / duration, 2) if due and duration else None,
+        lag_p99_ms=pacing.get("lag_p99_ms"),
+        counters=pacing.get("counters", {}),
+        duration_s=duration,
+        harness_errors=_harness_errors(run_dir),
+    )
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    limit: str
+    measured: str
+    ok: bool
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:g} ms"
+
+
+def check(slo: Slo, m: Measured) -> list[Check]:
+    """Every SLO of the file against the measurements; a figure that was not measured fails its check."""
+    checks = [
+        Check("requests", f">= {slo.min_requests}", str(m.requests), m.requests >= slo.min_requests),
+        Check("load-test errors", "= 0 (exceptions in users)", str(m.harness_errors), m.harness_errors == 0),
+        Check("p95 latency", f"<= {slo.p95_ms:g} ms", _ms(m.p95_ms), m.p95_ms is not None and m.p95_ms <= slo.p95_ms),
+        Check("p99 latency", f"<= {slo.p99_ms:g} ms", _ms(m.p99_ms), m.p99_ms is not None and m.p99_ms <= slo.p99_ms),
+        Check(
+            "failure ratio",
+            f"<= {slo.max_failure_ratio:.4%}",
+            f"{m.failure_ratio:.4%} ({m.failures}/{m.requests})",
+            m.failure_ratio <= slo.max_failure_ratio,
+        ),
+    ]
+    ratio = m.rate_ratio
+    checks.append(
+        Check(
+            "achieved/target rate",
+            f">= {slo.min_rate_ratio:.0%}",
+            "n/a (no pacing ledger)" if ratio is None else f"{ratio:.1%} ({m.started}/{m.due} arrivals)",
+            ratio is not None and ratio >= slo.min_rate_ratio,
+        )
+    )
+    lag = m.lag_p99_ms
+    checks.append(
+        Check(
+            "schedule lag p99",
+            f"<= {slo.max_lag_p99_ms:g} ms",
+            _ms(lag),
+            lag is not None and lag <= slo.max_lag_p99_ms,
+        )
+    )
+    for pattern, cap in slo.max_failures.items():
+        count = sum(n for name, n in m.failures_by_name.items() if fnmatch.fnmatchcase(name, pattern))
+        checks.append(Check(f"failures '{pattern}'", f"<= {cap}", str(count), count <= cap))
+    if slo.min_not_modified_ratio is not None:
+        nm = m.not_modified_ratio
+        checks.append(
+            Check(
+                "304 share of polls",
+                f">= {slo.min_not_modified_ratio:.0%}",
+                "n/a (no polls)" if nm is None else f"{nm:.1%}",
+                nm is not None and nm >= slo.min_not_modified_ratio,
+            )
+        )
+    return checks
+
+
+def render_table(checks: list[Check]) -> str:
+    header = ("SLO", "target", "measured", "result")
+    rows = [(c.name, c.limit, c.measured, "ok" if c.ok else "BREACH") for c in checks]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join("-" * w for w in widths)
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)), line]
+    out += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(out)
+
+
+def evaluate(run_dir: Path, slo_path: Path) -> tuple[bool, list[Check], Measured]:
+    m = measure(run_dir)
+    checks = check(load_slo(slo_path), m)
+    return all(c.ok for c in checks), checks, m
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m loadtests.slo RUN_DIR SLO_FILE", file=sys.stderr)
+        return 2
+    try:
+        ok, checks, _ = evaluate(Path(args[0]), Path(args[1]))
+    except SloError as exc:
+        print(f"slo: {exc}", file=sys.stderr)
+        return 2
+    print(render_table(checks))
+    print("SLOs met" if ok else "SLO BREACH")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

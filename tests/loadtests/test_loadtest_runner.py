@@ -1,0 +1,65 @@
+"""The runner's pure parts: durations, conf merging, stack state, spike plan, scenario catalogue."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from loadtests import run
+from loadtests.catalog import SCENARIOS
+from loadtests.shapes import spike_plan
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("2m", 120), ("1m30s", 90), ("1h", 3600)])
+def test_durations(text: str, seconds: int) -> None:
+    assert run.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0s", "soon", "1.5m", "-3s"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        run.parse_duration(text)
+
+
+def test_conf_merge_scenario_over_base(tmp_path: Path) -> None:
+    merged = run.read_conf(run.HERE / "locust.conf") | run.read_conf(SCENARIOS["readers"].conf)
+    assert merged["headless"] == "true" and merged["locustfile"].endswith("scenarios/readers.py")
+    out = tmp_path / "locust.conf"
+    run.write_conf(out, merged)
+    assert run.read_conf(out) == merged
+    (tmp_path / "bad.conf").write_text("headless\n")
+    with pytest.raises(run.RunError):
+        run.read_conf(tmp_path / "bad.conf")
+
+
+def test_every_scenario_has_its_files() -> None:
+    for scenario in SCENARIOS.values():
+        conf = run.read_conf(scenario.conf)
+        assert (run.REPO / conf["locustfile"]).resolve() == scenario.locustfile
+        assert scenario.slo.exists()
+        assert run.parse_duration(conf["run-time"]) <= 120
+
+
+def test_stack_state_urls() -> None:
+    state = {"app_url": "http://127.0.0.1:8000/", "services": {"nginx": {"url": "http://127.0.0.1:8080"}}}
+    assert run.state_url(state, "app") == "http://127.0.0.1:8000"
+    assert run.state_url(state, "nginx") == "http://127.0.0.1:8080"
+    assert run.state_url({"nginx": "http://x:1"}, "nginx") == "http://x:1"
+    assert run.state_url({}, "app") is None
+
+
+def test_spike_plan() -> None:
+    plan = [spike_plan(t, 100, 20, 80) for t in (0, 34, 35, 64, 65, 99)]
+    assert [p[0] if p else None for p in plan] == [20, 20, 80, 80, 20, 20]
+    assert plan[2] == (80, 80.0)  # the spike arrives within a second
+    assert spike_plan(100, 100, 20, 80) is None
+    with pytest.raises(ValueError):
+        spike_plan(1, 100, 50, 10)
+
+
+def test_no_stack_needs_a_target(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run.main(["readers", "--no-stack"]) == 2
+    assert "--no-stack needs --target" in capsys.readouterr().err
+    assert run.main(["--list"]) == 0

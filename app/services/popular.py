@@ -22,7 +22,7 @@ from app.errors import invalid_cursor
 from app.extensions import db
 from app.models import PopularRank, PopularSnapshot, Post
 from app.pagination import Cursor, Page, to_micros
-from app.services.posts import LIST_COLUMNS, VISIBLE, attach_tags, post_item, with_joins
+from app.services.posts import LIST_COLUMNS, VISIBLE, list_items, page_rows, with_joins
 
 _LOCK_KEY = 0x52575F504F50  # pg_advisory_xact_lock key for "a process is computing a snapshot"
 
@@ -110,16 +110,9 @@ def popular_page(snapshot_id: int, after: Cursor | None, limit: int) -> Page:
     direction = after.direction if after else "next"
     rank = after.id if after else 0
     params = {"snapshot_id": snapshot_id, "rank": rank, "row_limit": limit + 1}
-    rows = list(db.session.execute(_PAGE[direction], params))
-    has_more = len(rows) > limit
-    rows = rows[:limit]
-    if direction == "prev":
-        rows.reverse()
-    site_url = current_app.config["SITE_URL"]
-    items = [post_item(row, site_url) for row in rows]
-    attach_tags(items)
+    rows, has_more = page_rows(db.session.execute(_PAGE[direction], params), limit, direction)
     at = snapshot_time(snapshot_id)
-    return Page(items, has_more, direction, "published_at", positions=[(at, row[14]) for row in rows])
+    return Page(list_items(rows), has_more, direction, "published_at", positions=[(at, row[14]) for row in rows])
 
 
 def cursor_snapshot(after: Cursor) -> int:

@@ -8,7 +8,7 @@ service), the page itself, and the tags of the page's posts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
@@ -120,15 +120,26 @@ def feed_page(scope: FeedScope, after: Cursor | None, limit: int) -> Page:
     direction = after.direction if after else "next"
     position, item_id = (after.position, after.id) if after else TOP
     params = {"position": position, "item_id": item_id, "row_limit": limit + 1, "scope_id": scope.id}
-    rows = list(db.session.execute(_feed_statement(scope.kind, direction), params))
+    rows, has_more = page_rows(db.session.execute(_feed_statement(scope.kind, direction), params), limit, direction)
+    return Page(list_items(rows), has_more, direction, "published_at")
+
+
+def page_rows(result: Iterable[Any], limit: int, direction: str) -> tuple[list[Any], bool]:
+    """The page's rows in display order from a LIMIT limit+1 result, and whether more remain."""
+    rows = list(result)
     has_more = len(rows) > limit
-    rows = rows[:limit]
-    if direction == "prev":
+    del rows[limit:]
+    if direction == "prev":  # fetched walking back: flip to display order
         rows.reverse()
+    return rows, has_more
+
+
+def list_items(rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
+    """List-view post dicts for page rows, with their tags (one statement for the page)."""
     site_url = current_app.config["SITE_URL"]
     items = [post_item(row, site_url) for row in rows]
     attach_tags(items)
-    return Page(items, has_more, direction, "published_at")
+    return items
 
 
 _POST_DETAIL = with_joins(select(*LIST_COLUMNS, Post.body).select_from(Post)).where(

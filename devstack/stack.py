@@ -159,14 +159,14 @@ def stop_group(pid: int, marker: str, first: signal.Signals, timeout: float) -> 
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, first)
-    if _wait_until(lambda: not group_members(pid), timeout):
+    if wait_until(lambda: not group_members(pid), timeout):
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    _wait_until(lambda: not group_members(pid), 5.0)
+    wait_until(lambda: not group_members(pid), 5.0)
 
 
-def _wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -349,7 +349,7 @@ class Stack:
         url = f"http://{HOST}:{port}"
         state["services"]["app"] = {"url": url, "port": port, "pid": proc.pid}
         self.write_state(state)
-        if not _wait_until(lambda: proc.poll() is not None or _http_ok(url + "/readyz"), 60):
+        if not wait_until(lambda: proc.poll() is not None or _http_ok(url + "/readyz"), 60):
             raise StackError(f"gunicorn did not get ready on {url}:\n{_tail(log)}")
         if proc.poll() is not None:
             raise StackError(f"gunicorn exited ({proc.returncode}):\n{_tail(log)}")
@@ -367,7 +367,7 @@ class Stack:
         url = f"http://{HOST}:{port}"
         state["services"]["nginx"] = {"url": url, "port": port, "pid": proc.pid}
         self.write_state(state)
-        if not _wait_until(lambda: proc.poll() is not None or _http_ok(url + "/healthz"), 30):
+        if not wait_until(lambda: proc.poll() is not None or _http_ok(url + "/healthz"), 30):
             raise StackError(f"nginx did not answer on {url}:\n{_tail(log)}\n{_tail(self.logs / 'nginx-error.log')}")
         if proc.poll() is not None:
             raise StackError(f"nginx exited ({proc.returncode}):\n{_tail(log)}")

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from devstack.servers import free_port
-from devstack.stack import alive, group_members
+from devstack.stack import alive, group_members, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 STACK_POSTS = 300
@@ -235,13 +235,7 @@ class Load:
             t.join(timeout=40)
 
 
-def wait_for(condition: Any, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True
+wait_for = wait_until  # poll a condition until it holds or the timeout passes (devstack's helper)
 
 
 def at_second_start() -> None:

@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from devstack.stack import (
     REPO,
     VENV_BIN,
     Stack,
+    end_session,
     group_members,
     nginx_values,
     render_nginx,
@@ -168,13 +168,7 @@ def pinned(argv: list[str], env: Mapping[str, str], log: Path, ready: tuple[int,
         _wait_http(*ready, proc, log)
         yield proc.pid
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        end_session(proc)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -147,6 +147,19 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def end_session(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGTERM the process group of a child started with ``start_new_session``, reap it, and
+    SIGKILL the group if it outlives ``timeout``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def stop_group(pid: int, marker: str, first: signal.Signals, timeout: float) -> None:
     """Signal a session leader we started (``first``), wait for its whole group, SIGKILL leftovers.
 

@@ -8,7 +8,6 @@ import contextlib
 import logging
 import os
 import runpy
-import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ from sqlalchemy import text
 from app import create_app
 from app.extensions import db
 from devstack.servers import free_port
-from devstack.stack import children
+from devstack.stack import children, end_session
 from tests.stack.conftest import REPO, StackInfo, request, wait_for
 
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
@@ -52,13 +51,7 @@ def serve(
         assert up and proc.poll() is None, log.read_text()
         yield port, proc
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        end_session(proc)
 
 
 def _ok(port: int) -> bool:

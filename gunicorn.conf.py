@@ -12,16 +12,15 @@ for each default sits next to it. What this file guarantees, per worker:
   has patched ``select`` at import time; its C ``wait_c`` would block the whole worker. Should
   it have picked ``wait_c`` anyway (imported too early, or PSYCOPG_WAIT_FUNC), the worker
   switches it to ``wait_poll`` and says so.
-* SQLAlchemy and Redis pools are sized against the greenlet count (env defaults set below
-  before the app reads them), and anything inherited across fork is disposed.
-* A greenlet drains the cache outbox every few seconds: rows left by a worker killed between
-  its commit and its INCRs would otherwise wait until some worker happens to fail a write.
+* The pools are sized by app/config.py from the same variables (WEB_CONCURRENCY,
+  GUNICORN_WORKER_CONNECTIONS, DB_CONNECTION_BUDGET); anything inherited across fork is disposed.
+* A greenlet runs the app's outbox drain loop (app/cache/invalidation.py): rows left by a worker
+  killed between its commit and its INCRs would otherwise wait until some worker fails a write.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import time
@@ -48,7 +47,7 @@ worker_class = "gevent"
 workers = _env_int("WEB_CONCURRENCY", len(os.sched_getaffinity(0)))
 # Greenlets per worker. Past ~200 concurrent requests one core is already queueing >100 ms of
 # work; further connections are better left in the listen backlog, where an idle worker (or
-# Nginx's retry) takes them. The Redis pool below gets one connection per greenlet.
+# Nginx's retry) takes them. app/config.py sizes the Redis and PostgreSQL pools from it.
 worker_connections = _env_int("GUNICORN_WORKER_CONNECTIONS", 200)
 # Longer than Nginx's upstream keepalive_timeout (60 s): the proxy, not gunicorn, closes idle
 # keep-alive connections, so a request never races gunicorn's close on a reused connection.
@@ -73,17 +72,6 @@ pidfile = os.environ.get("GUNICORN_PIDFILE") or None
 # machine (the stack, benchmarks, tests) would fight over it. Off unless a path is given.
 control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or ""
 control_socket_disable = not control_socket
-
-# --- pools, sized against the greenlets (setdefault: an explicit environment wins) ---------
-# Redis: one connection per greenlet at most, opened lazily, so a burst never waits for a slot.
-os.environ.setdefault("CACHE_POOL_SIZE", str(worker_connections))
-# PostgreSQL: the deployment's connection budget, halved because during a HUP the new workers
-# are up before the old ones leave, then split per worker: 10 kept warm, the rest overflow.
-# Hits never touch the database, so a greenlet holds a connection only on a miss or a write.
-_db_budget = _env_int("DB_CONNECTION_BUDGET", 90)  # PostgreSQL's default max_connections 100, minus reserve
-_db_per_worker = max(2, min(worker_connections, _db_budget // (2 * workers)))
-os.environ.setdefault("DB_POOL_SIZE", str(min(10, _db_per_worker)))
-os.environ.setdefault("DB_MAX_OVERFLOW", str(_db_per_worker - min(10, _db_per_worker)))
 
 # --- outbox drain ---------------------------------------------------------------------------
 # Look at the in-process "pending" flag every second (free); sweep the outbox table anyway
@@ -201,8 +189,9 @@ def dispose_inherited(wsgi_app: Any, log: Any) -> None:
         with wsgi_app.app_context():
             for engine in sqlalchemy_ext.engines.values():
                 engine.dispose(close=False)
-    cache = extensions.get("readwire.cache")
-    client = getattr(getattr(cache, "store", None), "client", None)
+    from app.extensions import page_cache
+
+    client = getattr(page_cache.pages(wsgi_app).store, "client", None)
     if client is not None:
         client.connection_pool.reset()
     log.warning("disposed database and cache pools inherited across fork")
@@ -234,31 +223,17 @@ def post_worker_init(worker: Any) -> None:
     """Worker, app loaded: check the wait path, then start the outbox drain greenlet."""
     wait = ensure_cooperative_psycopg(worker.log)
     worker.log.info("worker %s: psycopg wait=%s", worker.pid, wait)
-    invalidator = getattr(worker.wsgi, "extensions", {}).get("readwire.invalidator")
-    if invalidator is not None:
+    app = worker.wsgi
+    extensions = getattr(app, "extensions", None)
+    if extensions is None:  # not a Flask app
+        return
+    from app.extensions import invalidation
+
+    if invalidation.key in extensions:  # the Readwire app (not a bare benchmark app)
         import gevent
 
-        worker.outbox_drain = gevent.spawn(drain_outbox_forever, worker.wsgi, invalidator, OUTBOX_TICK, OUTBOX_SWEEP)
-
-
-def drain_outbox_forever(app: Any, invalidator: Any, tick: float, sweep: float) -> None:
-    """Apply the cache outbox when this worker knows of pending rows, and every ``sweep`` s anyway
-    (rows left by another, killed worker). Errors are logged and retried on the next tick."""
-    import gevent
-
-    log = logging.getLogger("readwire.outbox")
-    last_sweep = time.monotonic()
-    while True:
-        gevent.sleep(tick)
-        now = time.monotonic()
-        if not invalidator.pending and now - last_sweep < sweep:
-            continue
-        last_sweep = now
-        try:
-            with app.app_context():
-                invalidator.drain()
-        except Exception as exc:  # the next tick retries; a sweep must never kill the worker
-            log.warning("cache outbox drain failed: %s: %s", type(exc).__name__, exc)
+        drain = invalidation.invalidator(app).drain_forever
+        worker.outbox_drain = gevent.spawn(drain, app, OUTBOX_TICK, OUTBOX_SWEEP)
 
 
 def worker_exit(server: Any, worker: Any) -> None:

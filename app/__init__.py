@@ -15,7 +15,6 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config.from_mapping(load_settings(overrides))
     register_extensions(app)
     register_blueprints(app)
-    register_ratelimits(app)
     register_errorhandlers(app)
     register_commands(app)
     register_cors(app)
@@ -25,16 +24,15 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
 def register_extensions(app: Flask) -> None:
     from app import models  # noqa: F401  (registers the tables for Alembic)
-    from app.cache.invalidation import init_invalidation
-    from app.cache.pages import init_page_cache
-    from app.cache.store import make_store
-    from app.extensions import db, jwt, migrate
+    from app.extensions import cursors, db, invalidation, jwt, limiter, migrate, page_cache
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"), render_as_batch=True)
-    init_invalidation(app)
-    invalidator = app.extensions["readwire.invalidator"]
-    init_page_cache(app, make_store(app.config, on_recover=invalidator.mark_pending))
+    with app.app_context():
+        invalidation.init_app(app, db.engine)
+    page_cache.init_app(app, invalidation.invalidator(app))
+    cursors.init_app(app)
+    limiter.init_app(app)
     jwt.init_app(app)
 
 
@@ -48,12 +46,6 @@ def register_cors(app: Flask) -> None:
     from app.cors import register_cors as register
 
     register(app)
-
-
-def register_ratelimits(app: Flask) -> None:
-    from app.ratelimit import init_ratelimits
-
-    init_ratelimits(app)
 
 
 def register_blueprints(app: Flask) -> None:

@@ -31,7 +31,7 @@ def create_editor_command(username: str, display_name: str | None) -> None:
 
 
 def register_cli(app: Flask) -> None:
-    from app.services.seed import seed_command
+    from app.seed import seed_command
 
     app.cli.add_command(seed_command)
     app.cli.add_command(create_editor_command)

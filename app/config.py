@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,46 @@ def _quota(value: str) -> tuple[int, int]:
     return int(count), int(window)
 
 
+def worker_connections() -> int:
+    """Greenlets per gunicorn worker (gunicorn.conf.py reads the same variable): how many
+    requests one process may have in flight, so what its pools must serve without churning."""
+    return _int("GUNICORN_WORKER_CONNECTIONS", 200)
+
+
+def db_pool_size() -> int:
+    """PostgreSQL connections per process, all kept open (no overflow).
+
+    A pool that opens and closes connections under load pays a connect (~1.5 ms of PostgreSQL
+    CPU plus a fork) per churned checkout: with 10 kept + overflow, 32 concurrent misses churned
+    300-400 connections per 10 s (issue 11). So the pool holds every connection the process may
+    use: one per concurrent request (worker_connections), capped by the deployment's budget
+    (DB_CONNECTION_BUDGET, under PostgreSQL's max_connections) split across the workers and
+    halved, because during a HUP the new workers are up before the old ones have left.
+    Opened lazily, so an idle worker holds few. DB_POOL_SIZE overrides.
+    """
+    if "DB_POOL_SIZE" in os.environ:
+        return _int("DB_POOL_SIZE", 0)
+    budget = _int("DB_CONNECTION_BUDGET", 90)  # PostgreSQL's default max_connections 100, minus reserve
+    workers = _int("WEB_CONCURRENCY", len(os.sched_getaffinity(0)))
+    return max(2, min(worker_connections(), budget // (2 * max(1, workers))))
+
+
+def _engine_options(env: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "pool_size": db_pool_size(),
+        "max_overflow": 0,  # see db_pool_size: a connection opened past the pool would be closed again
+        # A request waits this long for a connection when every one is busy, then gets 503.
+        "pool_timeout": float(env.get("DB_POOL_TIMEOUT", 2.0)),
+        "pool_pre_ping": False,  # a dead connection raises once and the pool invalidates it
+        "pool_recycle": 1800,
+        "connect_args": {
+            "connect_timeout": _int("DB_CONNECT_TIMEOUT", 2),
+            # A runaway query must not hold a worker: reads are milliseconds.
+            "options": f"-c statement_timeout={_int('DB_STATEMENT_TIMEOUT_MS', 5000)}",
+        },
+    }
+
+
 def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build the Flask config mapping from the environment plus explicit overrides."""
     env = os.environ
@@ -67,24 +108,7 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "SECRET_KEY": secret,
         "SQLALCHEMY_DATABASE_URI": database_url,
         "SQLALCHEMY_RECORD_QUERIES": False,
-        "SQLALCHEMY_ENGINE_OPTIONS": {}
-        if embedded
-        else {
-            # Sized per worker process: gevent workers multiplex many greenlets over this pool;
-            # requests hold a connection only for their queries (a few ms), so 10 + 10 overflow
-            # covers bursts without exhausting max_connections (100) at 4 workers.
-            "pool_size": _int("DB_POOL_SIZE", 10),
-            "max_overflow": _int("DB_MAX_OVERFLOW", 10),
-            # Fail fast instead of queueing forever when the pool is exhausted.
-            "pool_timeout": float(env.get("DB_POOL_TIMEOUT", 2.0)),
-            "pool_pre_ping": False,  # a dead connection raises and is retried by the pool's invalidation
-            "pool_recycle": 1800,
-            "connect_args": {
-                "connect_timeout": _int("DB_CONNECT_TIMEOUT", 2),
-                # A runaway query must not hold a worker: reads are milliseconds.
-                "options": f"-c statement_timeout={_int('DB_STATEMENT_TIMEOUT_MS', 5000)}",
-            },
-        },
+        "SQLALCHEMY_ENGINE_OPTIONS": {} if embedded else _engine_options(env),
         # Cache tier (app/cache). Without REDIS_URL an in-process store (embedded default).
         "REDIS_URL": overrides.get("REDIS_URL", redis_url),
         # A cache answer takes well under 1 ms on loopback; 50 ms means "Redis is in trouble",
@@ -95,14 +119,15 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         # Per worker: one connection per concurrent greenlet at most (worker_connections);
         # opened lazily, so the cap costs nothing until a burst needs it. An exhausted pool
         # is local contention, not a sick Redis, so waiting for a slot has its own budget.
-        "CACHE_POOL_SIZE": _int("CACHE_POOL_SIZE", 200),
+        "CACHE_POOL_SIZE": _int("CACHE_POOL_SIZE", worker_connections()),
         "CACHE_POOL_WAIT": float(env.get("CACHE_POOL_WAIT", 0.25)),
-        # In-process layer (app/cache/near.py). Version counters are mirrored with Redis
-        # client tracking; a copy is trusted this long after Redis last answered, which is
-        # also how long a write waits when its invalidation could not reach Redis. 0 = off.
-        "CACHE_MIRROR_TRUST": float(env.get("CACHE_MIRROR_TRUST", 0.1)),
-        # Hot page entries kept per process (bytes); a hit on one costs no round trip.
-        "CACHE_LOCAL_BYTES": _int("CACHE_LOCAL_BYTES", 64 * 1024 * 1024),
+        # The near cache (app/cache/near.py): version counters copied in-process with Redis
+        # client tracking are trusted this long after Redis last answered, which is also how long
+        # a write waits when its invalidation could not reach Redis (0 = no near counters) ...
+        "CACHE_NEAR_TRUST": float(env.get("CACHE_NEAR_TRUST", 0.1)),
+        # ... and the hottest page entries, up to this many bytes per process (0 = none); a hit on
+        # one costs no round trip.
+        "CACHE_NEAR_BYTES": _int("CACHE_NEAR_BYTES", 64 * 1024 * 1024),
         # Fresh lifetimes (s). Content changes never wait for these (generations bump at
         # commit); they bound how long counters inside list items may lag (the contract).
         "CACHE_TTL_FEED": float(env.get("CACHE_TTL_FEED", 30)),
@@ -170,13 +195,7 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         # Client address for per-address limits: the Nth address from the right of X-Forwarded-For
         # when N trusted proxies (Nginx = 1) append to it; 0 = the socket peer.
         "TRUSTED_PROXY_HOPS": _int("TRUSTED_PROXY_HOPS", 0),
-        "PAGE_LIMIT_DEFAULT": 20,
-        "PAGE_LIMIT_MAX": 100,
-        "BULK_IDS_MAX": 100,
-        "TAGS_LIMIT_DEFAULT": 100,
-        "TAGS_LIMIT_MAX": 500,
         "EMBEDDED": embedded,
-        "JSON_SORT_KEYS": False,
         # JWTs (writes only). A separate JWT_SECRET_KEY lets tokens be rotated (everyone signed
         # out) without also invalidating every cursor signed with SECRET_KEY.
         "JWT_SECRET_KEY": env.get("JWT_SECRET_KEY") or secret,

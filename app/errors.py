@@ -1,4 +1,8 @@
-"""problem+json (RFC 9457) for every error the API can answer; never a stack trace."""
+"""problem+json (RFC 9457) for every error the API can answer; never a stack trace.
+
+Views raise ApiError for what is about HTTP itself (a bad query parameter, a missing token);
+services raise the domain exceptions of app/exceptions.py, mapped to their answers here.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from flask import Flask, Response
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
+
+from app.exceptions import DomainError, Forbidden, Invalid, InvalidCursor, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +84,21 @@ def invalid_parameter(detail: str, errors: dict[str, list[str]] | None = None) -
     return ApiError(400, "invalid_parameter", detail, title="Invalid parameter", errors=errors)
 
 
-def invalid_cursor(detail: str = "The cursor is malformed, tampered with or expired.") -> ApiError:
-    return ApiError(400, "invalid_cursor", detail, title="Invalid cursor", errors={"cursor": [detail]})
+def validation_failed(errors: dict[str, list[str]], detail: str = "The request body is invalid.") -> ApiError:
+    return ApiError(422, "validation_failed", detail, title="Validation failed", errors=errors)
 
 
-def not_found(detail: str) -> ApiError:
-    return ApiError(404, "not_found", detail, title="Not found")
+def problem_for(exc: DomainError) -> ApiError:
+    """The answer to a domain exception (app/exceptions.py)."""
+    if isinstance(exc, NotFound):
+        return ApiError(404, "not_found", exc.detail, title="Not found")
+    if isinstance(exc, Forbidden):
+        return ApiError(403, "forbidden", exc.detail, title="Forbidden")
+    if isinstance(exc, Invalid):
+        return validation_failed(exc.errors, exc.detail)
+    if isinstance(exc, InvalidCursor):
+        return ApiError(400, "invalid_cursor", exc.detail, title="Invalid cursor", errors={"cursor": [exc.detail]})
+    raise TypeError(f"no problem+json mapping for {type(exc).__name__}")
 
 
 def unavailable(detail: str = "The service is temporarily unavailable; retry later.") -> ApiError:
@@ -143,6 +158,7 @@ def _from_unexpected(exc: Exception) -> Response:
 
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ApiError, problem_response)
+    app.register_error_handler(DomainError, lambda exc: problem_response(problem_for(exc)))
     app.register_error_handler(HTTPException, _from_http_exception)
     # Connection-level failures (server down, pool exhausted) are a 503, not a 500.
     app.register_error_handler(PoolTimeout, _from_database_error)

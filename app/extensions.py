@@ -1,27 +1,27 @@
-"""Extension instances only; bound to the app in create_app()."""
+"""Extension instances only; each is bound to the app in create_app() by its init_app().
+
+Each keeps its per-app state in `app.extensions` under its own name, as Flask extensions do,
+so several apps (tests) can live in one process; callers use the instance, never the mapping.
+"""
 
 from __future__ import annotations
 
 from flask_jwt_extended import JWTManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import MetaData
-from sqlalchemy.orm import DeclarativeBase
 
-# Stable constraint names so Alembic revisions are reproducible across databases.
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
+from app.cache.invalidation import Invalidation
+from app.cache.pages import PageCache
+from app.models.base import Base
+from app.observability.metrics import Metrics
+from app.pagination import Cursors
+from app.ratelimit import RateLimiter
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 jwt = JWTManager()
+invalidation = Invalidation()  # commit-gated generation bumps and the outbox (app/cache/invalidation.py)
+page_cache = PageCache()  # the page cache (app/cache/pages.py)
+cursors = Cursors()  # signed keyset cursors (app/pagination.py)
+limiter = RateLimiter()  # per-client quotas on sign-in and writes (app/ratelimit.py)
+metrics = Metrics()  # Prometheus metrics and the pool/breaker sampler (app/observability/metrics.py)

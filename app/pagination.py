@@ -1,4 +1,5 @@
-"""Signed opaque keyset cursors and the page envelope (body meta and RFC 8288 Link header).
+"""Keyset pagination in one place: page sizes, signed opaque cursors, pages, and the cursors
+and Link header a page gets (the HTTP layer renders the envelope around them).
 
 A cursor is base64url(version | direction | position micros | id | scope) + a truncated
 HMAC-SHA256. It is deterministic (no issue time), so one position always yields one cursor
@@ -11,14 +12,20 @@ import base64
 import hashlib
 import hmac
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlencode
 
-from app.errors import invalid_cursor
+from flask import Flask, current_app
+
+from app.exceptions import InvalidCursor
 
 Direction = Literal["next", "prev"]
+
+LIMIT_DEFAULT = 20  # items per page when the client does not say
+LIMIT_MAX = 100  # the contract's bound on `limit`
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -49,7 +56,8 @@ def to_micros(value: datetime) -> int:
 
 
 class CursorCodec:
-    """Encodes and verifies cursors with a key derived from the app's SECRET_KEY."""
+    """Encodes and verifies cursors with a key derived from the app's SECRET_KEY; anything off
+    raises InvalidCursor (400 invalid_cursor)."""
 
     def __init__(self, secret: str) -> None:
         self._key = hashlib.sha256(b"readwire/cursor/v1:" + secret.encode()).digest()
@@ -62,24 +70,41 @@ class CursorCodec:
         return base64.urlsafe_b64encode(payload + self._mac(payload)).rstrip(b"=").decode()
 
     def decode(self, token: str, scope: str) -> Cursor:
-        """Return the cursor, or raise the contract's 400 invalid_cursor for anything off."""
+        """The cursor `token` names in list `scope`."""
         if not token or len(token) > _MAX_TOKEN_CHARS:
-            raise invalid_cursor()
+            raise InvalidCursor()
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except ValueError:
-            raise invalid_cursor() from None
+            raise InvalidCursor() from None
         payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
         if len(payload) < _HEAD.size or not hmac.compare_digest(mac, self._mac(payload)):
-            raise invalid_cursor()
+            raise InvalidCursor()
         version, direction, micros, item_id = _HEAD.unpack_from(payload)
         if version != _VERSION or direction not in _DIRECTIONS or payload[_HEAD.size :] != scope.encode():
-            raise invalid_cursor()
+            raise InvalidCursor()
         try:
             position = _EPOCH + timedelta(microseconds=micros)
         except OverflowError:
-            raise invalid_cursor() from None
+            raise InvalidCursor() from None
         return Cursor(_DIRECTIONS[direction], position, item_id)
+
+
+class Cursors:
+    """Flask extension: the current app's cursor codec (`cursors.decode(token, scope)`)."""
+
+    key = "cursors"
+
+    def init_app(self, app: Flask) -> None:
+        app.extensions[self.key] = CursorCodec(app.config["SECRET_KEY"])
+
+    def codec(self, app: Flask | None = None) -> CursorCodec:
+        codec: CursorCodec = (app or current_app).extensions[self.key]
+        return codec
+
+    def decode(self, token: str | None, scope: str) -> Cursor | None:
+        """None when no cursor was given (the first page)."""
+        return None if token is None else self.codec().decode(token, scope)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +118,16 @@ class Page:
     sort_field: str
     # Walk positions of the items when they are not (item[sort_field], item["id"]), e.g. ranks.
     positions: list[tuple[datetime, int]] | None = None
+
+
+def page_rows(result: Iterable[Any], limit: int, direction: Direction) -> tuple[list[Any], bool]:
+    """The page's rows in display order from a LIMIT limit+1 result, and whether more remain."""
+    rows = list(result)
+    has_more = len(rows) > limit
+    del rows[limit:]
+    if direction == "prev":  # fetched walking back: flip to display order
+        rows.reverse()
+    return rows, has_more
 
 
 def page_cursors(
@@ -127,12 +162,18 @@ def page_cursors(
     return cursors["next"], cursors["prev"]
 
 
+def page_url(base_url: str, args: dict[str, str], cursor: str | None) -> str:
+    """The URL of the page at `cursor` (None: the first page), keeping every other parameter."""
+    kept = {key: value for key, value in args.items() if key != "cursor"}
+    query = urlencode(kept if cursor is None else {**kept, "cursor": cursor})
+    return f"{base_url}?{query}" if query else base_url
+
+
 def link_header(base_url: str, args: dict[str, str], next_cursor: str | None, prev_cursor: str | None) -> str:
     """RFC 8288 Link value with absolute URLs that keep every other query parameter."""
-    links = []
-    for rel, cursor in (("next", next_cursor), ("prev", prev_cursor)):
-        if cursor is None:
-            continue
-        query = urlencode({**{k: v for k, v in args.items() if k != "cursor"}, "cursor": cursor})
-        links.append(f'<{base_url}?{query}>; rel="{rel}"')
+    links = [
+        f'<{page_url(base_url, args, cursor)}>; rel="{rel}"'
+        for rel, cursor in (("next", next_cursor), ("prev", prev_cursor))
+        if cursor is not None
+    ]
     return ", ".join(links)

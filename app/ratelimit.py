@@ -10,19 +10,26 @@ Public GETs are limited at the edge (Nginx), not here.
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
-from typing import ParamSpec
+from typing import Any, ParamSpec
 
+import redis
 from flask import Flask, Response, current_app, request
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from app.cache.keys import PREFIX
-from app.cache.store import LocalStore
+from app.cache.store import CircuitBreaker
 from app.errors import ApiError
 from app.observability.metrics import RATELIMIT_REJECTIONS
+
+log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 
@@ -52,10 +59,63 @@ class Decision:
         }
 
 
-class RateLimiter:
-    def __init__(self, quotas: dict[str, Quota]) -> None:
-        self.quotas = quotas
-        self.fallback = LocalStore()  # counts for this process while Redis is unreachable
+class LocalCounters:
+    """Fixed-window counters in this process (no Redis, or Redis unreachable), bounded."""
+
+    def __init__(self, max_keys: int = 50_000) -> None:
+        self.max_keys = max_keys
+        self._counts: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def count(self, key: str, ttl: int) -> int:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._counts) >= self.max_keys:  # one counter per client and window
+                self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
+                if len(self._counts) >= self.max_keys:
+                    self._counts.clear()
+            current, expires = self._counts.get(key, (0, now + ttl))
+            if expires <= now:
+                current, expires = 0, now + ttl
+            self._counts[key] = (current + 1, expires)
+            return current + 1
+
+
+class RedisCounters:
+    """Fixed-window counters in Redis (shared by every process), with the cache's timeouts and a
+    breaker of their own: None when Redis cannot answer."""
+
+    def __init__(self, url: str, timeout: float, breaker: CircuitBreaker) -> None:
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        )
+        self.breaker = breaker
+
+    def count(self, key: str, ttl: int) -> int | None:
+        if not self.breaker.allow():
+            return None
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(key, 0, ex=ttl, nx=True)
+            pipe.incr(key)
+            count = int(pipe.execute()[1])
+        except (redis.RedisError, OSError) as exc:
+            self.breaker.failure()
+            log.warning("rate-limit counters unreachable: %s", type(exc).__name__)
+            return None
+        self.breaker.success()
+        return count
+
+
+class Limits:
+    """One app's quotas and counters."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.quotas = {name: Quota(name, *config[f"RATELIMIT_{name.upper()}"]) for name in ("auth", "write")}
+        url = config.get("REDIS_URL")
+        breaker = CircuitBreaker(config["CACHE_BREAKER_THRESHOLD"], config["CACHE_BREAKER_COOLDOWN"])
+        self.shared = RedisCounters(url, config["CACHE_TIMEOUT"], breaker) if url else None
+        self.local = LocalCounters()
 
     def hit(self, name: str, client: str) -> Decision:
         """Count one request of `client` against quota `name`."""
@@ -63,11 +123,25 @@ class RateLimiter:
         now = time.time()
         window = int(now // quota.window)
         key = f"{PREFIX}rl:{name}:{window}:{client}"
-        count = current_app.extensions["readwire.cache"].store.count(key, quota.window)
+        count = self.shared.count(key, quota.window) if self.shared is not None else None
         if count is None:
-            count = self.fallback.count(key, quota.window)
+            count = self.local.count(key, quota.window)
         reset = max(1, math.ceil((window + 1) * quota.window - now))
         return Decision(quota, count <= quota.limit, max(0, quota.limit - count), reset)
+
+
+class RateLimiter:
+    """Flask extension: per-client quotas (RATELIMIT_AUTH, RATELIMIT_WRITE); off when
+    RATELIMIT_ENABLED is false."""
+
+    key = "ratelimit"
+
+    def init_app(self, app: Flask) -> None:
+        app.extensions[self.key] = Limits(app.config) if app.config["RATELIMIT_ENABLED"] else None
+
+    def limits(self, app: Flask | None = None) -> Limits | None:
+        limits: Limits | None = (app or current_app).extensions[self.key]
+        return limits
 
 
 def client_address() -> str:
@@ -87,10 +161,12 @@ def rate_limited(name: str, client: Callable[[], str]) -> Callable[[Callable[P, 
     def decorator(view: Callable[P, Response]) -> Callable[P, Response]:
         @wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
-            limiter: RateLimiter | None = current_app.extensions.get("readwire.ratelimit")
-            if limiter is None:
+            from app.extensions import limiter
+
+            limits = limiter.limits()
+            if limits is None:
                 return view(*args, **kwargs)
-            decision = limiter.hit(name, client())
+            decision = limits.hit(name, client())
             headers = decision.headers()
             if not decision.allowed:
                 RATELIMIT_REJECTIONS.labels(name).inc()
@@ -112,10 +188,3 @@ def rate_limited(name: str, client: Callable[[], str]) -> Callable[[Callable[P, 
         return wrapper
 
     return decorator
-
-
-def init_ratelimits(app: Flask) -> None:
-    if not app.config["RATELIMIT_ENABLED"]:
-        return
-    quotas = {name: Quota(name, *app.config[f"RATELIMIT_{name.upper()}"]) for name in ("auth", "write")}
-    app.extensions["readwire.ratelimit"] = RateLimiter(quotas)

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from app.extensions import db
-from devstack.servers import Postgres, Redis
+from devstack.servers import Redis, throwaway_postgres
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-not-for-production-0123456789"
@@ -27,14 +27,11 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url := os.environ.get("BENCH_DATABASE_URL"):
         yield url
         return
-    server = Postgres.start(tmp_path_factory.mktemp("pg"))
-    try:
+    with throwaway_postgres() as server:
         with psycopg.connect(server.url, autocommit=True) as conn:
             conn.execute('CREATE DATABASE "readwire_bench"')
         base, _, _ = server.url.rpartition("/")
         yield f"{base}/readwire_bench"
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +50,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def app(database_url: str, redis_url: str) -> Iterator[Flask]:
     from flask_migrate import upgrade
 
-    from app.services.seed import seed
+    from app.seed import seed
 
     application = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "SECRET_KEY": SECRET, "REDIS_URL": redis_url})
     with application.app_context():

@@ -132,7 +132,7 @@ def seed_database() -> None:
     from flask_migrate import upgrade
 
     from app import create_app
-    from app.services.seed import seed
+    from app.seed import seed
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": os.environ["BENCH_DATABASE_URL"], "SECRET_KEY": SECRET})
     with app.app_context():

@@ -332,6 +332,25 @@ class Redis(_Server):
 
 
 @contextlib.contextmanager
+def throwaway_postgres(prefix: str = "readwire-pg-") -> Iterator[Postgres]:
+    """A throwaway cluster in a private directory of its own, removed afterwards.
+
+    Not under pytest's temp root: as root the cluster runs as the postgres user, who must
+    traverse every ancestor directory, and each pytest session that starts on this machine
+    resets /tmp/pytest-of-<user> to 0700, locking a running cluster out of its own files.
+    """
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        server = Postgres.start(base / "pg")
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def _timed(label: str) -> Iterator[None]:
     t0 = time.monotonic()
     yield

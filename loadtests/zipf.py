@@ -10,7 +10,7 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-# The seed's exponent (app/services/seed.py ZIPF_EXPONENT): readers favour scopes as the data is skewed.
+# The seed's exponent (app/seed.py ZIPF_EXPONENT): readers favour scopes as the data is skewed.
 DEFAULT_EXPONENT = 1.1
 
 

@@ -1,5 +1,6 @@
-"""Test harness: a throwaway PostgreSQL server for the whole run (or TEST_DATABASE_URL), the
-schema built by the Alembic migrations, a seeded dataset, and per-test rollback."""
+"""Test harness: throwaway PostgreSQL and Redis servers for the whole run (or TEST_DATABASE_URL),
+the schema built by the Alembic migrations, a seeded dataset, per-test rollback, and the page
+cache on the real Redis with the near cache on, emptied before each test."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 
 from app import create_app
-from app.cache.store import LocalStore
-from app.extensions import db
-from devstack.servers import Postgres, Redis
+from app.extensions import db, invalidation
+from devstack.servers import Postgres, Redis, throwaway_postgres
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-not-for-production-0123456789"
@@ -25,16 +26,13 @@ BASE_POSTS = 400  # the shared dataset: big enough for multi-page walks in every
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres | None]:
+def pg_server() -> Iterator[Postgres | None]:
     """The throwaway PostgreSQL server, or None when TEST_DATABASE_URL names one."""
     if os.environ.get("TEST_DATABASE_URL"):
         yield None
         return
-    server = Postgres.start(tmp_path_factory.mktemp("pg"))
-    try:
+    with throwaway_postgres() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +71,7 @@ def build_app(database_url: str, **overrides: object) -> Flask:
 def migrate_and_seed(app: Flask, posts: int, seed: int = 7) -> None:
     from flask_migrate import upgrade
 
-    from app.services.seed import seed as run_seed
+    from app.seed import seed as run_seed
 
     with app.app_context():
         upgrade(directory=str(REPO / "migrations"))
@@ -82,9 +80,10 @@ def migrate_and_seed(app: Flask, posts: int, seed: int = 7) -> None:
 
 
 @pytest.fixture(scope="session")
-def app(make_database) -> Flask:  # type: ignore[no-untyped-def]
-    """The app on PostgreSQL with the schema from migrations and a seeded base dataset."""
-    application = build_app(make_database("readwire_test"))
+def app(make_database, redis_server: Redis) -> Flask:  # type: ignore[no-untyped-def]
+    """The app on PostgreSQL (schema from the migrations, a seeded base dataset) with its page
+    cache on the real Redis, near cache on, as it runs in production."""
+    application = build_app(make_database("readwire_test"), REDIS_URL=redis_server.url)
     migrate_and_seed(application, BASE_POSTS)
     return application
 
@@ -113,18 +112,48 @@ def db_tx(app: Flask) -> Iterator[Connection]:
             connection.close()
 
 
-@pytest.fixture
-def fresh_cache(app: Flask) -> LocalStore:
-    """An empty in-process page cache for this test (the database is rolled back after each
-    test, so pages cached by one test must not leak into the next)."""
-    store = LocalStore()
-    app.extensions["readwire.cache"].store = store
-    app.extensions["readwire.invalidator"].pending = False
-    return store
+def empty_redis(server: Redis) -> None:
+    """FLUSHDB (test isolation only; the app never flushes), then a PING: once it answers, the
+    flush's invalidation push is on every near-counter connection (app/cache/near.py)."""
+    if not server.is_running():
+        server.restart()
+    client = redis.Redis.from_url(server.url)
+    try:
+        client.flushdb()
+        client.ping()
+    finally:
+        client.close()
+
+
+def cold_cache(application: Flask) -> None:
+    """Empty `application`'s page cache: flush its Redis, or give it a new in-process store."""
+    from app.cache.store import LocalStore
+    from app.extensions import page_cache
+
+    url = application.config.get("REDIS_URL")
+    if url:
+        client = redis.Redis.from_url(url)
+        try:
+            client.flushdb()
+            client.ping()  # the flush's push has reached every near-counter connection
+        finally:
+            client.close()
+        return
+    pages = page_cache.pages(application)
+    pages.store = invalidation.invalidator(application).store = LocalStore()
 
 
 @pytest.fixture
-def client(app: Flask, db_tx: Connection, fresh_cache: LocalStore) -> FlaskClient:
+def fresh_cache(app: Flask, redis_server: Redis) -> None:
+    """An empty page cache for this test (the database is rolled back after each test, so pages
+    cached by one test must not leak into the next). A new epoch follows the flush, so no key of
+    an earlier test can match, near copies included."""
+    empty_redis(redis_server)
+    invalidation.invalidator(app).pending = False  # nothing committed is waiting in the outbox
+
+
+@pytest.fixture
+def client(app: Flask, db_tx: Connection, fresh_cache: None) -> FlaskClient:
     return app.test_client()
 
 
@@ -144,6 +173,18 @@ def statements(app: Flask, db_tx: Connection) -> Iterator[list[str]]:
         yield seen
     finally:
         event.remove(target, "before_cursor_execute", record)
+
+
+@pytest.fixture
+def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scrypt at 1/32 of the production cost: same code path, much faster test accounts."""
+    from werkzeug.security import generate_password_hash
+
+    from app.services import auth as auth_service
+
+    monkeypatch.setattr(
+        auth_service, "generate_password_hash", lambda pw: generate_password_hash(pw, method="scrypt:1024:8:1")
+    )
 
 
 def visible_post_ids(where: str = "TRUE", params: dict[str, object] | None = None) -> list[int]:

@@ -17,11 +17,9 @@ import pytest
 from flask import Flask
 from sqlalchemy import event, text
 
-from app.api._http import cursor_codec
-from app.cache.store import LocalStore
-from app.extensions import db
+from app.extensions import cursors, db
 from app.services.posts import FeedScope
-from tests.conftest import build_app, migrate_and_seed
+from tests.conftest import build_app, cold_cache, migrate_and_seed
 
 pytestmark = pytest.mark.slow
 
@@ -103,7 +101,7 @@ def deep_cursor(application: Flask, scope: FeedScope, cursor_scope: str, directi
             {"n": int(total * 0.9)},
         ).one()
         assert total >= 600
-        return cursor_codec().encode(cursor_scope, direction, published_at, post_id)  # type: ignore[arg-type]
+        return cursors.codec().encode(cursor_scope, direction, published_at, post_id)  # type: ignore[arg-type]
 
 
 def captured_statements(application: Flask, url: str) -> list[tuple[str, dict[str, Any]]]:
@@ -115,7 +113,7 @@ def captured_statements(application: Flask, url: str) -> list[tuple[str, dict[st
 
     with application.app_context():
         engine = db.engine
-    application.extensions["readwire.cache"].store = LocalStore()  # measure the database path
+    cold_cache(application)  # measure the database path
     event.listen(engine, "before_cursor_execute", record)
     try:
         response = application.test_client().get(url)
@@ -166,7 +164,7 @@ def test_popular_statements_use_their_indexes(big_app: tuple[Flask, str], generi
         snapshot, deep_rank = db.session.execute(
             text("SELECT snapshot_id, max(rank) * 9 / 10 FROM popular_ranks GROUP BY 1 ORDER BY 1 DESC LIMIT 1")
         ).one()
-        cursor = cursor_codec().encode("popular", "next", datetime.fromtimestamp(snapshot, UTC), deep_rank)
+        cursor = cursors.codec().encode("popular", "next", datetime.fromtimestamp(snapshot, UTC), deep_rank)
     statements = captured_statements(application, f"/api/v1/popular?limit=20&cursor={cursor}")
     page_sql = [(s, p) for s, p in statements if "popular_ranks.rank" in s and "LIMIT" in s]
     assert len(page_sql) == 1, [s for s, _ in statements]

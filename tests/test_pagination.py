@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.errors import ApiError
+from app.exceptions import InvalidCursor
 from app.pagination import CursorCodec
 
 WHEN = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
@@ -33,9 +33,9 @@ def test_url_safe_without_padding() -> None:
 @pytest.mark.parametrize("scope", ["feed", "category:1", "tag:99"])
 def test_other_key_or_scope_is_rejected(scope: str) -> None:
     token = CursorCodec("s3cret").encode(scope, "next", WHEN, 1)
-    with pytest.raises(ApiError):
+    with pytest.raises(InvalidCursor):
         CursorCodec("other").decode(token, scope)
-    with pytest.raises(ApiError):
+    with pytest.raises(InvalidCursor):
         CursorCodec("s3cret").decode(token, scope + "0")
 
 
@@ -46,6 +46,6 @@ def test_every_single_byte_edit_is_rejected() -> None:
         edited = bytearray(raw)
         edited[i] ^= 0x01
         token = base64.urlsafe_b64encode(bytes(edited)).rstrip(b"=").decode()
-        with pytest.raises(ApiError) as caught:
+        with pytest.raises(InvalidCursor) as caught:
             codec.decode(token, "feed")
-        assert caught.value.code == "invalid_cursor"
+        assert "cursor" in caught.value.detail

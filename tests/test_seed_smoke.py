@@ -10,7 +10,7 @@ from sqlalchemy import text
 from app import create_app
 from app.extensions import db
 from app.models.post import VISIBLE_SQL
-from app.services.seed import COLUMNS, seed
+from app.seed import COLUMNS, seed
 
 POSTS = 200
 # Each query counts rows that break an invariant the seed promises.

@@ -19,10 +19,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, text
 from werkzeug.security import generate_password_hash
 
-from app.cache.store import LocalStore
 from app.extensions import db
 from app.models import Author, Category, Post, Tag
 from app.services import auth as auth_service
+from tests.conftest import cold_cache
 
 BUDGET = Path(__file__).resolve().parent.parent / "bench" / "sql_budget.json"
 PASSWORD = "correct horse battery"
@@ -87,7 +87,7 @@ def _measure_reads(app: Flask, client: FlaskClient, statements: list[str], names
     measured: dict[str, Any] = {}
     for request in READS:
         path = request.split(" ", 1)[1].format(**names)
-        app.extensions["readwire.cache"].store = LocalStore()  # cold
+        cold_cache(app)
         counts = {}
         etag = ""
         for phase in ("miss", "hit", "not_modified"):

@@ -8,11 +8,11 @@ from flask import Flask
 from flask.sessions import SessionInterface
 from werkzeug.routing import BaseConverter, ValidationError
 
-from app.pagination import CursorCodec
+from app.http import API_PREFIX
 from app.schemas.writes import SLUG_PATTERN
 from app.services.auth import USERNAME_PATTERN
 
-API_PREFIX = "/api/v1"
+__all__ = ["API_PREFIX", "SlugConverter", "UsernameConverter", "register_api"]
 
 
 class NoSessions(SessionInterface):
@@ -51,7 +51,6 @@ def register_api(app: Flask) -> None:
 
     app.session_interface = NoSessions()
     app.url_map.converters.update(slug=SlugConverter, username=UsernameConverter)
-    app.extensions["readwire.cursors"] = CursorCodec(app.config["SECRET_KEY"])
     for module in (feeds, syndication, posts, directory, auth, writes, docs):
         app.register_blueprint(module.bp, url_prefix=API_PREFIX)
     app.register_blueprint(health.bp)

@@ -9,9 +9,9 @@ from typing import Any, ParamSpec, TypeVar
 from flask import Blueprint, Response, request
 from flask_jwt_extended import get_jwt, get_jwt_identity, jwt_required
 
-from app.api._http import json_response
 from app.errors import ApiError, problem_response
 from app.extensions import jwt
+from app.http.respond import json_response, no_store
 from app.ratelimit import client_address, rate_limited
 from app.schemas.writes import load_json, token_request
 from app.services import auth
@@ -49,10 +49,7 @@ def editor_required(view: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-@bp.after_request
-def _no_store(response: Response) -> Response:
-    response.headers["Cache-Control"] = "no-store"  # tokens must never sit in a cache
-    return response
+bp.after_request(no_store)  # tokens must never sit in a cache
 
 
 def _by_address() -> str:

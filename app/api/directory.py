@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from app.api._http import rendered_json
-from app.cache.pages import Rendered, page_cache, serve
-from app.errors import not_found
+from app.http.cached import cached_json
 from app.schemas.params import no_query, query_params, tags_query
 from app.services import directory
 
@@ -16,34 +14,19 @@ bp = Blueprint("directory", __name__)
 @bp.get("/categories")
 def categories() -> Response:
     params = query_params(no_query)
-    policy = page_cache().policies["directory"]
-    return serve(
-        "categories", ["directory"], params, policy, lambda: rendered_json({"data": directory.list_categories()})
-    )
+    return cached_json("categories", ["directory"], params, "directory", lambda: {"data": directory.list_categories()})
 
 
 @bp.get("/tags")
 def tags() -> Response:
     params = query_params(tags_query)
     limit = params["limit"]
-    policy = page_cache().policies["directory"]
-    return serve(
-        "tags",
-        ["directory"],
-        params,
-        policy,
-        lambda: rendered_json({"data": directory.list_tags(limit), "meta": {"limit": limit}}),
-    )
+    compute = lambda: {"data": directory.list_tags(limit), "meta": {"limit": limit}}  # noqa: E731
+    return cached_json("tags", ["directory"], params, "directory", compute)
 
 
 @bp.get("/authors/<username:username>")
 def author(username: str) -> Response:
     params = query_params(no_query)
-
-    def compute() -> Rendered:
-        found = directory.get_author(username)
-        if found is None:
-            raise not_found(f"No author '{username}'.")
-        return rendered_json(found)
-
-    return serve(f"author/{username}", [f"author:{username}"], params, page_cache().policies["directory"], compute)
+    compute = lambda: directory.get_author(username)  # noqa: E731
+    return cached_json(f"author/{username}", [f"author:{username}"], params, "directory", compute)

@@ -6,17 +6,14 @@ import time
 
 from flask import Blueprint, Response
 
-from app.api._http import decode_cursor, rendered_page
-from app.cache.pages import Rendered, page_cache, serve
-from app.errors import not_found
+from app.extensions import cursors
+from app.http.cached import cached_page
 from app.schemas.params import feed_query, query_params
-from app.services import directory
 from app.services import popular as popular_svc
-from app.services.posts import FeedScope, ScopeKind, feed_page
+from app.services.posts import ScopeKind, feed_page, feed_scope
 
 bp = Blueprint("feeds", __name__)
 
-_LOOKUPS = {"category": directory.category_id, "tag": directory.tag_id, "author": directory.author_id}
 # Cache namespace per scope kind; the write path bumps the same names (app/cache/invalidation.py).
 _NAMESPACES = {"category": "cat", "tag": "tag", "author": "author"}
 
@@ -30,20 +27,12 @@ def scope_names(kind: ScopeKind, key: str | None) -> tuple[str, str]:
 
 def _feed(kind: ScopeKind, key: str | None = None) -> Response:
     params = query_params(feed_query)
-    cursor_scope, namespace = scope_names(kind, key)
-    after = decode_cursor(params.get("cursor"), cursor_scope)
-
-    def compute() -> Rendered:
-        scope = FeedScope("all")
-        if key is not None:
-            scope_id = _LOOKUPS[kind](key)
-            if scope_id is None:
-                raise not_found(f"No {kind} '{key}'.")
-            scope = FeedScope(kind, scope_id)
-        page = feed_page(scope, after, params["limit"])
-        return rendered_page(page, cursor_scope, after, params, growing="prev")
-
-    return serve(f"feed/{namespace}", [namespace], params, page_cache().policies["feed"], compute)
+    scope, namespace = scope_names(kind, key)
+    after = cursors.decode(params.get("cursor"), scope)
+    compute = lambda: feed_page(feed_scope(kind, key), after, params["limit"])  # noqa: E731
+    return cached_page(
+        f"feed/{namespace}", [namespace], params, "feed", compute, scope=scope, after=after, growing="prev"
+    )
 
 
 @bp.get("/feed")
@@ -70,15 +59,19 @@ def author_feed(username: str) -> Response:
 def popular() -> Response:
     """Hottest posts from the current snapshot; a cursor keeps walking the snapshot it came from."""
     params = query_params(feed_query)
-    after = decode_cursor(params.get("cursor"), "popular")
+    after = cursors.decode(params.get("cursor"), "popular")
     snapshot = popular_svc.snapshot_for(time.time()) if after is None else popular_svc.cursor_snapshot(after)
-
-    def compute() -> Rendered:
-        if after is None:
-            popular_svc.ensure_snapshot(snapshot, time.time())
-        page = popular_svc.popular_page(snapshot, after, params["limit"])
-        return rendered_page(page, "popular", after, params, growing=None)
-
+    compute = lambda: popular_svc.popular_page(snapshot, after, params["limit"])  # noqa: E731
     # Any post change bumps "feed", which covers every post a ranking can show.
     key_params = {**params, "snapshot": snapshot}
-    return serve("popular", ["feed"], key_params, page_cache().policies["popular"], compute)
+    return cached_page(
+        "popular",
+        ["feed"],
+        params,
+        "popular",
+        compute,
+        scope="popular",
+        after=after,
+        growing=None,
+        key_params=key_params,
+    )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 from sqlalchemy import text
 
-from app.api._http import json_response
-from app.extensions import db
+from app.extensions import db, page_cache
+from app.http.respond import json_response
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def _database_ok() -> bool:
 
 
 def _cache_ok() -> bool:
-    return bool(current_app.extensions["readwire.cache"].store.ping())
+    return page_cache.store.ping()
 
 
 @bp.get("/readyz")

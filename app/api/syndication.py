@@ -6,76 +6,36 @@ invalidates them identically; each format is its own cache entry, with ETag and 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any, Literal
-from urllib.parse import urlencode
+from typing import Literal
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
-from app.api import API_PREFIX
-from app.api._http import cursor_codec, decode_cursor
 from app.api.feeds import scope_names
-from app.cache.pages import ATOM, FEED_JSON, LINK_BASE, ROOT_URL, Rendered, page_cache, serve
-from app.errors import not_found
-from app.pagination import Cursor, Page, link_header, page_cursors
+from app.cache.entries import Rendered
+from app.extensions import cursors
+from app.http.cached import cached
+from app.http.render import rendered_feed_document
 from app.schemas.params import page_query, query_params
 from app.services import directory
 from app.services.posts import FeedScope, ScopeKind, feed_page
-from app.syndication import FeedDocument, atom_feed, json_feed
 
 bp = Blueprint("syndication", __name__)
 
 Format = Literal["json", "atom"]
-_MEDIA_TYPES: dict[Format, str] = {"json": FEED_JSON, "atom": ATOM}
-_OTHER: dict[Format, Format] = {"json": "atom", "atom": "json"}
-_REFS = {"category": directory.category_ref, "tag": directory.tag_ref, "author": directory.author_ref}
 
 
 def _syndicate(fmt: Format, kind: ScopeKind, key: str | None = None) -> Response:
     params = query_params(page_query)
-    cursor_scope, namespace = scope_names(kind, key)
-    after = decode_cursor(params.get("cursor"), cursor_scope)
+    scope, namespace = scope_names(kind, key)
+    after = cursors.decode(params.get("cursor"), scope)
     path = request.path
 
     def compute() -> Rendered:
-        scope, name = FeedScope("all"), None
-        if key is not None:
-            ref = _REFS[kind](key)
-            if ref is None:
-                raise not_found(f"No {kind} '{key}'.")
-            scope, name = FeedScope(kind, ref[0]), ref[1]
-        page = feed_page(scope, after, params["limit"])
-        return _rendered(fmt, page, cursor_scope, after, params, path, name)
+        ref = None if key is None else directory.scope_ref(kind, key)
+        page = feed_page(FeedScope("all") if ref is None else FeedScope(kind, ref[0]), after, params["limit"])
+        return rendered_feed_document(fmt, page, scope, after, params, path, None if ref is None else ref[1])
 
-    return serve(f"feed.{fmt}/{namespace}", [namespace], params, page_cache().policies["feed"], compute)
-
-
-def _rendered(
-    fmt: Format, page: Page, scope: str, after: Cursor | None, params: dict[str, Any], path: str, name: str | None
-) -> Rendered:
-    """The page as a feed document; every API URL in it is relative to ROOT_URL."""
-    next_cursor, prev_cursor = page_cursors(cursor_codec(), scope, page, after, "prev")
-    args = {key: str(value) for key, value in params.items() if key != "cursor"}
-    feed_url = ROOT_URL + path
-    config = current_app.config
-    doc = FeedDocument(
-        title=config["SITE_NAME"] if name is None else f"{config['SITE_NAME']}: {name}",
-        feed_url=feed_url,
-        page_url=_page_url(feed_url, args, params.get("cursor")),
-        home_page_url=config["SITE_URL"],
-        alternate_url=feed_url.rpartition(".")[0] + "." + _OTHER[fmt],
-        next_url=_page_url(feed_url, args, next_cursor) if next_cursor else None,
-        prev_url=_page_url(feed_url, args, prev_cursor) if prev_cursor else None,
-        api_root=ROOT_URL + API_PREFIX,
-    )
-    body = json_feed(doc, page.items) if fmt == "json" else atom_feed(doc, page.items, datetime.now(UTC))
-    link = link_header(LINK_BASE, args, next_cursor, prev_cursor)
-    return Rendered(200, body, link, _MEDIA_TYPES[fmt], templated=True)
-
-
-def _page_url(feed_url: str, args: dict[str, str], cursor: str | None) -> str:
-    query = urlencode(args if cursor is None else {**args, "cursor": cursor})
-    return f"{feed_url}?{query}" if query else feed_url
+    return cached(f"feed.{fmt}/{namespace}", [namespace], params, "feed", compute)
 
 
 @bp.get("/feed.json")

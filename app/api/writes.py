@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, request, url_for
 from flask_jwt_extended import jwt_required
 
-from app.api._http import json_response
 from app.api.auth import current_author_id, editor_required
+from app.http.respond import json_response, no_store
 from app.ratelimit import rate_limited
 from app.schemas.writes import comment_create, load_json, post_create, post_update
 from app.services import writes
@@ -18,12 +18,11 @@ def _by_author() -> str:
     return f"author:{current_author_id()}"
 
 
+bp.after_request(no_store)  # a write's answer is for its author only
+
+
 # Limits apply after authentication (they count per author); a request without a valid token is
 # refused before it costs anything but a signature check.
-@bp.after_request
-def _no_store(response: Response) -> Response:
-    response.headers["Cache-Control"] = "no-store"  # a write's answer is for its author only
-    return response
 
 
 @bp.post("/posts")

@@ -3,8 +3,9 @@
 While a session flushes, the namespaces its changes touch are resolved (ids -> slugs, in the
 same transaction) and written to cache_outbox in that transaction. After the commit they are
 bumped (one INCR each, in one pipeline) and the outbox rows deleted. A rollback bumps
-nothing. If Redis cannot take the INCRs, the rows stay and are drained before this process
-reads from the cache again (and whenever the circuit breaker sees Redis come back).
+nothing. If the store cannot take the INCRs, the rows stay and are drained before this process
+reads from the cache again, whenever the circuit breaker sees the store come back, and by each
+worker's drain loop (rows left by a process killed between its commit and its INCRs).
 """
 
 from __future__ import annotations
@@ -13,19 +14,23 @@ import logging
 import time
 from collections.abc import Iterable
 from itertools import chain
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 from sqlalchemy import delete, event, insert, inspect, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from app.cache.keys import generation_key
-from app.extensions import db
 from app.models import Author, CacheOutbox, Category, Comment, Post, PostTag, Tag
 
+if TYPE_CHECKING:
+    from app.cache.store import Store
+
 log = logging.getLogger(__name__)
-_NAMESPACES = "readwire.invalidate"
-_OUTBOX_IDS = "readwire.outbox_ids"
+_NAMESPACES = "invalidation.namespaces"  # session.info keys
+_OUTBOX_IDS = "invalidation.outbox_ids"
 
 
 def _old_and_new(obj: Any, attr: str) -> set[Any]:
@@ -84,24 +89,11 @@ def _after_flush(session: Session, flush_context: Any) -> None:
         return
     outbox_id = (
         session.connection()
-        .execute(
-            insert(CacheOutbox)
-            .values(namespaces=" ".join(sorted(names)), created_at=db.func.now())
-            .returning(CacheOutbox.id)
-        )
+        .execute(insert(CacheOutbox).values(namespaces=" ".join(sorted(names))).returning(CacheOutbox.id))
         .scalar_one()
     )
     session.info.setdefault(_NAMESPACES, set()).update(names)
     session.info.setdefault(_OUTBOX_IDS, []).append(outbox_id)
-
-
-def _after_commit(session: Session) -> None:
-    names = session.info.pop(_NAMESPACES, None)
-    outbox_ids = session.info.pop(_OUTBOX_IDS, [])
-    if not names:
-        return
-    invalidator: Invalidator = current_app.extensions["readwire.invalidator"]
-    invalidator.apply(names, outbox_ids)
 
 
 def _after_rollback(session: Session) -> None:
@@ -110,37 +102,35 @@ def _after_rollback(session: Session) -> None:
 
 
 class Invalidator:
-    """Bumps generations and keeps the outbox in step with what Redis has taken."""
+    """Bumps generations in the page cache's store and keeps the outbox in step with what the
+    store has taken (one per app; the page cache gives it its store)."""
 
-    def __init__(self, app: Flask) -> None:
-        self.app = app
+    def __init__(self, engine: Any) -> None:
+        # Outbox bookkeeping runs on its own connection, outside the request's session
+        # (after_commit cannot emit SQL on the session that just committed).
+        self.engine = engine
+        self.store: Store | None = None
         self.pending = True  # a previous process may have left rows: drain before first read
-        with app.app_context():
-            # Outbox bookkeeping runs on its own connection, outside the request's session
-            # (after_commit cannot emit SQL on the session that just committed).
-            self.engine = db.engine
-
-    @property
-    def store(self) -> Any:
-        return self.app.extensions["readwire.cache"].store
 
     def apply(self, names: Iterable[str], outbox_ids: list[int]) -> None:
+        assert self.store is not None, "the page cache binds its store at init_app"
         if not self.store.incr([generation_key(n) for n in sorted(names)]):
             self.pending = True
             log.warning("cache unreachable: %d invalidations kept in the outbox", len(outbox_ids))
-            # Other processes may hold mirrored versions (app/cache/near.py) that no push will
+            # Other processes may hold near counters (app/cache/near.py) that no push will
             # correct now: acknowledge the write only once none of them can still trust one.
-            time.sleep(getattr(self.store, "mirror_trust", 0.0))
+            time.sleep(getattr(self.store, "near_trust", 0.0))
             return
         with self.engine.begin() as conn:
             conn.execute(delete(CacheOutbox).where(CacheOutbox.id.in_(outbox_ids)))
 
     def mark_pending(self) -> None:
-        """Redis came back: drain the outbox before the next cached read."""
+        """The store came back: drain the outbox before the next cached read."""
         self.pending = True
 
     def drain(self) -> bool:
         """Apply every outbox row; True when the outbox is empty afterwards."""
+        assert self.store is not None, "the page cache binds its store at init_app"
         with self.engine.begin() as conn:
             rows = conn.execute(select(CacheOutbox.id, CacheOutbox.namespaces).order_by(CacheOutbox.id)).all()
             if not rows:
@@ -154,13 +144,53 @@ class Invalidator:
         self.pending = False
         return True
 
+    def drain_quietly(self) -> None:
+        """drain() on the read path: a database that cannot answer leaves the rows for later."""
+        try:
+            self.drain()
+        except (DBAPIError, PoolTimeout):
+            log.warning("outbox not drained: database unavailable")
 
-def init_invalidation(app: Flask) -> None:
-    app.extensions["readwire.invalidator"] = Invalidator(app)
-    if not getattr(init_invalidation, "_listening", False):
-        from flask_sqlalchemy.session import Session as session_class
+    def drain_forever(self, app: Flask, tick: float, sweep: float) -> None:
+        """A worker's drain loop: apply the outbox when this process knows of pending rows, and
+        every `sweep` s anyway (rows left by another, killed process). Never raises."""
+        last_sweep = time.monotonic()
+        while True:
+            time.sleep(tick)
+            now = time.monotonic()
+            if not self.pending and now - last_sweep < sweep:
+                continue
+            last_sweep = now
+            try:
+                with app.app_context():
+                    self.drain()
+            except Exception as exc:  # the next tick retries; the loop must never die
+                log.warning("cache outbox drain failed: %s", type(exc).__name__)
 
-        event.listen(session_class, "after_flush", _after_flush)
-        event.listen(session_class, "after_commit", _after_commit)
-        event.listen(session_class, "after_rollback", _after_rollback)
-        init_invalidation._listening = True  # type: ignore[attr-defined]
+
+class Invalidation:
+    """Flask extension: listens to every session's flushes and commits (once per process) and
+    keeps one Invalidator per app."""
+
+    key = "invalidation"
+    _listening = False
+
+    def init_app(self, app: Flask, engine: Any) -> None:
+        app.extensions[self.key] = Invalidator(engine)
+        if not Invalidation._listening:  # the listeners are per class: every app's sessions
+            from flask_sqlalchemy.session import Session as session_class
+
+            event.listen(session_class, "after_flush", _after_flush)
+            event.listen(session_class, "after_commit", self._after_commit)
+            event.listen(session_class, "after_rollback", _after_rollback)
+            Invalidation._listening = True
+
+    def invalidator(self, app: Flask | None = None) -> Invalidator:
+        invalidator: Invalidator = (app or current_app).extensions[self.key]
+        return invalidator
+
+    def _after_commit(self, session: Session) -> None:
+        names = session.info.pop(_NAMESPACES, None)
+        outbox_ids = session.info.pop(_OUTBOX_IDS, [])
+        if names:
+            self.invalidator().apply(names, outbox_ids)

@@ -3,18 +3,21 @@
 A page key embeds the current generation of every namespace the page depends on, plus the
 store's epoch (a random value created when the store is empty, so a restarted Redis never
 matches keys written before it lost its counters). Invalidation is one INCR per namespace.
+
+Next to each page sits its address record (`rw:a:...`, unversioned): the validator and the
+time the page's content last changed, so a page re-rendered under a new generation with the
+same bytes keeps its Last-Modified.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 PREFIX = "rw:"
 EPOCH_KEY = PREFIX + "epoch"
 GENERATION_PREFIX = PREFIX + "gen:"
+LOCK_SUFFIX = "#lock"
 
 
 def generation_key(namespace: str) -> str:
@@ -26,18 +29,19 @@ def normalize(params: Mapping[str, Any]) -> str:
     return "&".join(f"{key}={params[key]}" for key in sorted(params))
 
 
-def page_key(endpoint: str, params: Mapping[str, Any], epoch: bytes, generations: Iterable[bytes | None]) -> str:
+def address(endpoint: str, params: Mapping[str, Any]) -> str:
+    """What a page is, whatever version: the endpoint and its normalized parameters."""
+    return f"{endpoint}?{normalize(params)}"
+
+
+def page_key(page_address: str, epoch: bytes, generations: Iterable[bytes | None]) -> str:
     versions = ".".join((g or b"0").decode() for g in generations)
-    return f"{PREFIX}p:{epoch.decode()}:{endpoint}?{normalize(params)}@{versions}"
+    return f"{PREFIX}p:{epoch.decode()}:{page_address}@{versions}"
 
 
-def etag_for(key: str, bucket: int) -> str:
-    """Weak ETag from the versioned key (so from the generations) and the counter-lag bucket."""
-    digest = hashlib.blake2b(f"{key}#{bucket}".encode(), digest_size=12).digest()
-    return 'W/"' + base64.urlsafe_b64encode(digest).decode() + '"'
+def address_key(page_address: str, epoch: bytes) -> str:
+    return f"{PREFIX}a:{epoch.decode()}:{page_address}"
 
 
-def content_etag(body: bytes) -> str:
-    """ETag when the cache is unreachable: from the bytes themselves."""
-    digest = hashlib.blake2b(body, digest_size=12).digest()
-    return 'W/"c' + base64.urlsafe_b64encode(digest).decode() + '"'
+def lock_key(key: str) -> str:
+    return key + LOCK_SUFFIX

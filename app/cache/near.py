@@ -1,29 +1,28 @@
-"""The per-process layer in front of Redis: exact copies of the version counters, and the
-hottest page entries, so a cache hit usually needs no round trip at all.
+"""The near cache: the per-process layer in front of Redis. Exact copies of the version
+counters, and the hottest page entries, so a cache hit usually needs no round trip at all.
 
-Versions (epoch and generations) are mirrored with Redis client tracking: one RESP3
+Counters (epoch and generations) are mirrored with Redis client tracking: one RESP3
 connection per process asks Redis (CLIENT TRACKING ON BCAST) to push an invalidation for any
-key under the version prefixes whenever one changes. Every read first applies the pushes
+key under the counter prefixes whenever one changes. Every read first applies the pushes
 that have already arrived (a non-blocking poll, about 1 µs), then answers from its copies.
 Redis writes the push in the same event-loop turn as the writer's INCR reply, sometimes just
 after it; so the writer follows its INCRs with a PING (RedisStore.incr), which Redis serves in
-a later turn: when the PONG is back, the push is on every mirror's socket, before the write is
+a later turn: when the PONG is back, the push is on every process's socket, before the write is
 acknowledged and before any later request can look.
 
 A hung Redis sends nothing, so copies are trusted only for `trust` seconds after a round
 trip that began while Redis was answering; past that the requested keys are fetched again.
 A write whose INCR fails waits out that window before it is acknowledged
-(app/cache/invalidation.py), so no mirror can still trust a pre-write copy by then.
+(app/cache/invalidation.py), so no process can still trust a pre-write copy by then.
 
-Page entries are immutable under their versioned key, so an in-process copy can be served
-for as long as it is fresh; a stale one goes back to Redis (where another worker may have
-refreshed it). The copies are bounded by bytes, least recently used out first.
+Page entries are immutable under their versioned key, so a near copy can be served for as
+long as it is fresh; a stale one goes back to Redis (where another worker may have refreshed
+it). The copies are bounded by bytes, least recently used out first.
 """
 
 from __future__ import annotations
 
 import os
-import select
 import threading
 import time
 from collections import OrderedDict
@@ -32,34 +31,12 @@ from typing import Any
 
 from redis.connection import Connection
 
-_MAX_MIRRORED = 100_000  # distinct counters kept; past this the mirror starts over
+from app.compat import redis_on_invalidation, redis_push_pending
 
-try:  # The C poll even under gevent: gevent's cooperative poll costs ~11 µs for a zero timeout.
-    from gevent import monkey
-
-    _poll = monkey.get_original("select", "poll")
-except ImportError:  # pragma: no cover - gevent is a dependency
-    _poll = select.poll
+_MAX_COUNTERS = 100_000  # distinct counters kept; past this the copies start over
 
 
-def _pending(conn: Connection) -> bool:
-    """Whether a push may be waiting: bytes already buffered by the parser, or on the socket.
-
-    A non-blocking check that never enters the event loop; redis-py's can_read(0) would go
-    through the (patched) poll and a socket timeout change on every request.
-    """
-    reader = getattr(conn._parser, "_reader", None)
-    if reader is not None and reader.has_data():
-        return True
-    sock = conn._sock
-    if sock is None:
-        return False
-    poller = _poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    return bool(poller.poll(0))
-
-
-class GenerationMirror:
+class NearCounters:
     """Tracked local copies of Redis keys under `prefixes` (see the module docstring)."""
 
     def __init__(self, connection_kwargs: dict[str, Any], prefixes: Sequence[str], trust: float) -> None:
@@ -87,7 +64,7 @@ class GenerationMirror:
         self._trusted_until = 0.0
         conn = Connection(**self._kwargs)
         conn.connect()
-        conn._parser.set_invalidation_push_handler(self._on_push)
+        redis_on_invalidation(conn, self._on_push)
         prefixes = [arg for prefix in self._prefixes for arg in ("PREFIX", prefix)]
         conn.send_command("CLIENT", "TRACKING", "ON", "BCAST", *prefixes)
         conn.read_response()
@@ -107,7 +84,7 @@ class GenerationMirror:
         """Current values of `keys`; raises redis/OS errors (the caller resets and falls back)."""
         with self._lock:
             conn = self._connection()
-            while _pending(conn) and conn.can_read(timeout=0):  # apply the invalidations already received
+            while redis_push_pending(conn) and conn.can_read(timeout=0):  # apply the invalidations already received
                 conn.read_response(push_request=True, timeout=0, disconnect_on_error=False)
             values = self._values
             now = time.monotonic()
@@ -115,7 +92,7 @@ class GenerationMirror:
             if missing:
                 conn.send_command("MGET", *missing)
                 fetched = conn.read_response()  # pushes that arrive first are applied on the way
-                if len(values) > _MAX_MIRRORED:
+                if len(values) > _MAX_COUNTERS:
                     values.clear()
                 values.update(zip(missing, fetched, strict=True))
                 if now >= self._trusted_until:
@@ -123,8 +100,8 @@ class GenerationMirror:
             return [values[k] for k in keys]
 
 
-class HotEntries:
-    """A byte-bounded LRU of encoded-and-decoded page entries, keyed by versioned page key."""
+class NearEntries:
+    """A byte-bounded LRU of decoded page entries, keyed by versioned page key."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes

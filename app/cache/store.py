@@ -1,8 +1,18 @@
 """Byte stores behind the page cache: Redis for the real stack, a dict for the embedded default.
 
+The page cache needs few operations, each one round trip:
+
+- `versions`: the epoch and generation counters (from the near counters when they are on);
+- `lookup`: the entry, or, when there is none, the fill lock (SET NX) and the page's address
+  record, atomically (one Lua script), so a miss costs two round trips in all: this and `fill`;
+- `fill`: the entry, its address record and the lock's release in one pipeline;
+- `peek`: entry and lock state, for a reader waiting on another process's fill;
+- `add` (a lock or the epoch), `incr` (invalidation), `ping` (readiness).
+
 Every Redis call goes through a circuit breaker: after a few consecutive failures the cache is
 skipped for a cool-down, so a dead or hung Redis costs one timeout per cool-down per worker, not
-one per request. Errors never escape: a failed read is a miss, a failed write is dropped.
+one per request. Errors never escape: a failed call answers None (unreachable), and the page
+cache then serves from the database.
 """
 
 from __future__ import annotations
@@ -11,30 +21,48 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, NamedTuple, Protocol, TypeVar, cast
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from app.cache.keys import EPOCH_KEY, GENERATION_PREFIX
-from app.cache.near import GenerationMirror
+from app.cache.near import NearCounters
 from app.observability.metrics import CACHE_ERRORS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class Lookup(NamedTuple):
+    value: bytes | None  # the entry, if there is one
+    locked: bool  # no entry, and this caller took the fill lock
+    record: bytes | None  # no entry: the page's address record, if any
+
+
 class Store(Protocol):
-    def available(self) -> bool: ...
-    def mget(self, keys: Sequence[str]) -> list[bytes | None] | None: ...
     def versions(self, keys: Sequence[str]) -> list[bytes | None] | None: ...
-    def set(self, key: str, value: bytes, ttl: float) -> None: ...
+    def lookup(self, key: str, lock: str, record_key: str, lock_ttl: float) -> Lookup | None: ...
+    def fill(self, key: str, value: bytes, ttl: float, record_key: str, record: bytes, lock: str) -> None: ...
+    def peek(self, key: str, lock: str) -> tuple[bytes | None, bool] | None: ...
     def add(self, key: str, value: bytes, ttl: float) -> bool: ...
     def delete(self, key: str) -> None: ...
     def incr(self, keys: Sequence[str]) -> bool: ...
-    def count(self, key: str, ttl: int) -> int | None: ...
     def ping(self) -> bool: ...
+
+
+# KEYS: entry, lock, address record; ARGV: lock TTL (ms). Returns {entry} or {false, locked, record}.
+_LOOKUP = """
+local entry = redis.call('GET', KEYS[1])
+if entry then return {entry} end
+local locked = redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1])
+return {false, locked and 1 or 0, redis.call('GET', KEYS[3])}
+"""
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 class CircuitBreaker:
@@ -89,7 +117,7 @@ class RedisStore:
         pool_size: int,
         pool_wait: float,
         breaker: CircuitBreaker,
-        mirror_trust: float = 0.0,
+        near_trust: float = 0.0,
     ) -> None:
         pool = redis.BlockingConnectionPool.from_url(
             url,
@@ -100,14 +128,15 @@ class RedisStore:
         )
         # No retries: a failed call is a miss, and the breaker decides when to try again.
         self.client = redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+        self._lookup = self.client.register_script(_LOOKUP)
         self.breaker = breaker
-        # Version counters mirrored in-process (app/cache/near.py); 0 turns the mirror off.
-        self.mirror_trust = mirror_trust
-        self.mirror = (
-            GenerationMirror(
-                {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}, [GENERATION_PREFIX, EPOCH_KEY], mirror_trust
+        # Version counters mirrored in-process (app/cache/near.py); 0 turns them off.
+        self.near_trust = near_trust
+        self.near = (
+            NearCounters(
+                {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}, [GENERATION_PREFIX, EPOCH_KEY], near_trust
             )
-            if mirror_trust > 0
+            if near_trust > 0
             else None
         )
 
@@ -124,35 +153,51 @@ class RedisStore:
         self.breaker.success()
         return result
 
-    def available(self) -> bool:
-        return self.breaker.state != "open"
-
-    def mget(self, keys: Sequence[str]) -> list[bytes | None] | None:
-        return self._call(lambda: cast("list[bytes | None]", self.client.mget(keys)), None)
-
     def versions(self, keys: Sequence[str]) -> list[bytes | None] | None:
-        """Like mget, for version counters: from the tracked mirror when there is one."""
-        mirror = self.mirror
-        if mirror is None:
-            return self.mget(keys)
+        near = self.near
+        if near is None:
+            return self._call(lambda: cast("list[bytes | None]", self.client.mget(keys)), None)
         if not self.breaker.allow():
             return None
         try:
-            values = mirror.mget(keys)
+            values = near.mget(keys)
         except (redis.RedisError, OSError) as exc:
-            mirror.reset()
+            near.reset()
             self.breaker.failure()
             CACHE_ERRORS.labels(type(exc).__name__).inc()
-            log.warning("cache error (mirror): %s", type(exc).__name__)
+            log.warning("cache error (near counters): %s", type(exc).__name__)
             return None
         self.breaker.success()
         return values
 
-    def set(self, key: str, value: bytes, ttl: float) -> None:
-        self._call(lambda: self.client.set(key, value, px=max(1, int(ttl * 1000))), None)
+    def lookup(self, key: str, lock: str, record_key: str, lock_ttl: float) -> Lookup | None:
+        def run() -> Lookup:
+            reply: list[Any] = self._lookup(keys=[key, lock, record_key], args=[_ms(lock_ttl)])
+            if reply[0] is not None:
+                return Lookup(reply[0], False, None)
+            return Lookup(None, bool(reply[1]), reply[2] if len(reply) > 2 else None)
+
+        return self._call(run, None)
+
+    def fill(self, key: str, value: bytes, ttl: float, record_key: str, record: bytes, lock: str) -> None:
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(key, value, px=_ms(ttl))
+            pipe.set(record_key, record, px=_ms(ttl))
+            pipe.delete(lock)
+            pipe.execute()
+
+        self._call(run, None)
+
+    def peek(self, key: str, lock: str) -> tuple[bytes | None, bool] | None:
+        def run() -> tuple[bytes | None, bool]:
+            value, held = cast("list[bytes | None]", self.client.mget([key, lock]))
+            return value, held is not None
+
+        return self._call(run, None)
 
     def add(self, key: str, value: bytes, ttl: float) -> bool:
-        return self._call(lambda: bool(self.client.set(key, value, px=max(1, int(ttl * 1000)), nx=True)), False)
+        return self._call(lambda: bool(self.client.set(key, value, px=_ms(ttl), nx=True)), False)
 
     def delete(self, key: str) -> None:
         self._call(lambda: self.client.delete(key), None)
@@ -163,26 +208,15 @@ class RedisStore:
             for key in keys:
                 pipe.incr(key)
             pipe.execute()
-            if self.mirror is not None:
-                # Barrier for the mirrors (app/cache/near.py): Redis writes the tracking pushes
-                # of these INCRs in the same event-loop turn as their reply, possibly just after
-                # it. A command sent after that reply is served in a later turn, so once its
-                # answer is back every push has been written to every mirror's socket.
+            if self.near is not None:
+                # Barrier for the near counters (app/cache/near.py): Redis writes the tracking
+                # pushes of these INCRs in the same event-loop turn as their reply, possibly just
+                # after it. A command sent after that reply is served in a later turn, so once its
+                # answer is back every push has been written to every process's socket.
                 self.client.ping()
             return True
 
         return self._call(bump, False)
-
-    def count(self, key: str, ttl: int) -> int | None:
-        """Increment a counter that expires `ttl` s after its first increment (rate limits)."""
-
-        def bump() -> int:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.set(key, 0, ex=ttl, nx=True)
-            pipe.incr(key)
-            return int(pipe.execute()[1])
-
-        return self._call(bump, None)
 
     def ping(self) -> bool:
         return bool(self._call(self.client.ping, False))
@@ -191,12 +225,11 @@ class RedisStore:
 class LocalStore:
     """In-process store for the embedded default (one process): same semantics, no server."""
 
+    near_trust = 0.0
+
     def __init__(self) -> None:
         self._data: dict[str, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
-
-    def available(self) -> bool:
-        return True
 
     def _get(self, key: str, now: float) -> bytes | None:
         hit = self._data.get(key)
@@ -204,31 +237,46 @@ class LocalStore:
             return None
         return hit[0]
 
-    def mget(self, keys: Sequence[str]) -> list[bytes | None]:
-        now = time.monotonic()
-        with self._lock:
-            return [self._get(k, now) for k in keys]
-
-    def versions(self, keys: Sequence[str]) -> list[bytes | None]:
-        return self.mget(keys)
-
-    def _make_room(self) -> None:
+    def _set(self, key: str, value: bytes, ttl: float) -> None:
         if len(self._data) > 50_000:  # bounded: drop expired entries, then the oldest half
             now = time.monotonic()
             self._data = {k: v for k, v in self._data.items() if v[1] > now}
             for k in list(self._data)[: len(self._data) // 2]:
                 del self._data[k]
+        self._data[key] = (value, time.monotonic() + ttl)
 
-    def set(self, key: str, value: bytes, ttl: float) -> None:
+    def versions(self, keys: Sequence[str]) -> list[bytes | None]:
+        now = time.monotonic()
         with self._lock:
-            self._make_room()
-            self._data[key] = (value, time.monotonic() + ttl)
+            return [self._get(k, now) for k in keys]
+
+    def lookup(self, key: str, lock: str, record_key: str, lock_ttl: float) -> Lookup:
+        now = time.monotonic()
+        with self._lock:
+            value = self._get(key, now)
+            if value is not None:
+                return Lookup(value, False, None)
+            locked = self._get(lock, now) is None
+            if locked:
+                self._set(lock, b"1", lock_ttl)
+            return Lookup(None, locked, self._get(record_key, now))
+
+    def fill(self, key: str, value: bytes, ttl: float, record_key: str, record: bytes, lock: str) -> None:
+        with self._lock:
+            self._set(key, value, ttl)
+            self._set(record_key, record, ttl)
+            self._data.pop(lock, None)
+
+    def peek(self, key: str, lock: str) -> tuple[bytes | None, bool]:
+        now = time.monotonic()
+        with self._lock:
+            return self._get(key, now), self._get(lock, now) is not None
 
     def add(self, key: str, value: bytes, ttl: float) -> bool:
         with self._lock:
             if self._get(key, time.monotonic()) is not None:
                 return False
-            self._data[key] = (value, time.monotonic() + ttl)
+            self._set(key, value, ttl)
             return True
 
     def delete(self, key: str) -> None:
@@ -241,15 +289,6 @@ class LocalStore:
                 value = self._get(key, time.monotonic())
                 self._data[key] = (str(int(value or 0) + 1).encode(), float("inf"))
         return True
-
-    def count(self, key: str, ttl: int) -> int:
-        with self._lock:
-            self._make_room()  # one counter per client and window: many clients must not grow it
-            now = time.monotonic()
-            hit = self._data.get(key)
-            current, expires = (int(hit[0]), hit[1]) if hit is not None and hit[1] > now else (0, now + ttl)
-            self._data[key] = (str(current + 1).encode(), expires)
-            return current + 1
 
     def ping(self) -> bool:
         return True
@@ -266,5 +305,5 @@ def make_store(config: dict[str, Any], on_recover: Callable[[], None]) -> Store:
         pool_size=config["CACHE_POOL_SIZE"],
         pool_wait=config["CACHE_POOL_WAIT"],
         breaker=breaker,
-        mirror_trust=config["CACHE_MIRROR_TRUST"],
+        near_trust=config["CACHE_NEAR_TRUST"],
     )

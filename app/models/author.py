@@ -7,10 +7,8 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import Base
+from app.models.base import Base
 from app.models.types import Timestamp, utcnow
-
-ROLES = ("author", "editor")
 
 
 class Author(Base):

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import Base
+from app.models.base import Base
 from app.models.types import BigId, Timestamp, utcnow
 
 

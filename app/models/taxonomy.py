@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import Base
+from app.models.base import Base
 
 
 class Category(Base):

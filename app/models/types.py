@@ -14,3 +14,7 @@ Timestamp = DateTime(timezone=True)
 def utcnow() -> datetime:
     """Column default, evaluated per row (never at import)."""
     return datetime.now(UTC)
+
+
+# The largest BIGINT: larger ids cannot exist, and must not reach the driver.
+MAX_ID = 2**63 - 1

@@ -21,11 +21,10 @@ from time import perf_counter
 from typing import Any
 
 from flask import Flask
-from flask.globals import _cv_request
 
-from app.cache.pages import CACHE_OUTCOME
-from app.observability.logs import REQUEST_ID, AccessRecord, configure_logging
-from app.observability.metrics import RequestMetrics, Sampler, init_metrics
+from app.compat import current_request
+from app.observability.logs import CACHE_OUTCOME, REQUEST_ID, AccessRecord, configure_logging
+from app.observability.metrics import RequestMetrics, Sampler
 
 _VALID_ID = re.compile(r"[\x20-\x7e]{1,128}")
 # Generated ids: 64 random bits per process, then a counter (32 hex digits in all). Unique across
@@ -76,9 +75,8 @@ class Observed:
     def _record(self, environ: dict[str, Any], status: int, started: float) -> None:
         now = perf_counter()
         elapsed = now - started
-        # The request context itself (what flask.request proxies to): one lookup instead of two proxies.
-        context = _cv_request.get(None)
-        rule = context.request.url_rule if context is not None else None
+        request = current_request()
+        rule = request.url_rule if request is not None else None
         endpoint = rule.endpoint if rule is not None else "none"  # bounded: never the raw path
         outcome = environ.get(CACHE_OUTCOME)
         if self.metrics is not None and self.sampler is not None:
@@ -88,7 +86,7 @@ class Observed:
         if access is not None and access.isEnabledFor(logging.INFO):
             fields = {
                 "method": environ["REQUEST_METHOD"],
-                "path": context.request.path if context is not None else environ.get("PATH_INFO"),
+                "path": request.path if request is not None else environ.get("PATH_INFO"),
                 "query": environ.get("QUERY_STRING") or None,
                 "status": status,
                 "duration_ms": round(elapsed * 1000, 3),
@@ -99,9 +97,14 @@ class Observed:
 
 
 def register_observability(app: Flask) -> None:
+    from app.extensions import db, page_cache
+    from app.extensions import metrics as metrics_extension
+
     configure_logging(app.config["LOG_LEVEL"])
     if not app.config["OBSERVABILITY"]:
         return
-    metrics, sampler = init_metrics(app) if app.config["METRICS_ENABLED"] else (None, None)
+    with app.app_context():
+        recording = metrics_extension.init_app(app, db.engine, page_cache.store)
+    metrics, sampler = recording if recording is not None else (None, None)
     access = logging.getLogger("readwire.access") if app.config["REQUEST_LOG"] else None
     app.wsgi_app = Observed(app.wsgi_app, metrics, sampler, access)  # type: ignore[method-assign]

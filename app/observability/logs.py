@@ -18,7 +18,10 @@ from typing import Any
 import orjson
 from flask import has_request_context, request
 
+from app.compat import logging_start_time
+
 REQUEST_ID = "readwire.request_id"  # WSGI environ key: this request's id (accepted or generated)
+CACHE_OUTCOME = "readwire.cache"  # WSGI environ key: what the page cache did (app/http/cached.py)
 _APPLIED: list[str] = []  # the level configured last (dictConfig replaces every handler: do it once)
 
 
@@ -65,7 +68,7 @@ class AccessRecord(logging.LogRecord):
     def __init__(self, name: str, request_id: str, fields: dict[str, Any]) -> None:
         self.created = now = time.time()
         self.msecs = (now - int(now)) * 1000
-        self.relativeCreated = (now - logging._startTime) * 1000  # type: ignore[attr-defined]
+        self.relativeCreated = (now - logging_start_time()) * 1000
         self.name, self.msg, self.args = name, "request", ()
         self.levelno, self.levelname = logging.INFO, "INFO"
         self.pathname, self.filename, self.module, self.lineno, self.funcName = __file__, "logs.py", "logs", 0, "access"

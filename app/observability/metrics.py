@@ -25,7 +25,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from app.extensions import db
+from app.compat import redis_pool_in_use
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 # Single process: the metrics register here and /metrics renders this registry. Multiprocess:
@@ -45,7 +45,7 @@ HTTP_DURATION = Histogram(
 )
 CACHE_REQUESTS = Counter(
     "readwire_cache_requests",
-    "Cached reads by outcome: hot_hit (in-process copy), hit (from Redis), not_modified (304), "
+    "Cached reads by outcome: near_hit (this process's copy), hit (from Redis), not_modified (304), "
     "stale (served past its TTL), refresh (this worker recomputed a stale page), miss, "
     "bypass (cache unreachable: answered from the database).",
     ["endpoint", "outcome"],
@@ -107,14 +107,12 @@ class Sampler:
     """Copies pool and breaker state into the gauges, at most once per `interval` per process,
     from the request path (no background thread), and at every scrape of /metrics."""
 
-    def __init__(self, app: Flask, interval: float) -> None:
+    def __init__(self, engine: Any, store: Any, db_capacity: int, interval: float) -> None:
         self.interval = interval
-        self.next_at = 0.0
-        with app.app_context():
-            self.engine = db.engine
-        options = app.config["SQLALCHEMY_ENGINE_OPTIONS"]
-        self.db_capacity = options.get("pool_size", 0) + options.get("max_overflow", 0)
-        self.cache = app.extensions["readwire.cache"]
+        self.next_at = time.perf_counter()
+        self.engine = engine
+        self.store = store
+        self.db_capacity = db_capacity
 
     def maybe_sample(self, now: float) -> None:
         if now >= self.next_at:
@@ -127,13 +125,12 @@ class Sampler:
         if checked_out is not None:
             DB_POOL_CHECKED_OUT.set(checked_out())
             DB_POOL_CAPACITY.set(self.db_capacity or getattr(pool, "size", lambda: 0)())
-        store = self.cache.store
-        breaker = getattr(store, "breaker", None)
+        breaker = getattr(self.store, "breaker", None)
         CACHE_CIRCUIT_OPEN.set(0 if breaker is None or breaker.state == "closed" else 1)
-        redis_pool: Any = getattr(getattr(store, "client", None), "connection_pool", None)
-        in_use = getattr(redis_pool, "_get_in_use_connections", None)  # redis-py has no public counter
+        redis_pool: Any = getattr(getattr(self.store, "client", None), "connection_pool", None)
+        in_use = redis_pool_in_use(redis_pool) if redis_pool is not None else None
         if in_use is not None:
-            REDIS_POOL_IN_USE.set(len(in_use()))
+            REDIS_POOL_IN_USE.set(in_use)
             REDIS_POOL_CAPACITY.set(redis_pool.max_connections)
 
 
@@ -146,17 +143,32 @@ def render() -> bytes:
     return generate_latest(registry)
 
 
-def metrics_view() -> Response:
-    """GET /metrics: Prometheus text format; never cached, never CORS (not under /api/v1)."""
-    current_app.extensions["readwire.sampler"].sample()
-    response = Response(render(), content_type=CONTENT_TYPE_LATEST)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+class Metrics:
+    """Flask extension: /metrics, the per-request recorder and the sampler of one app (None
+    when METRICS_ENABLED is off)."""
 
+    key = "metrics"
 
-def init_metrics(app: Flask) -> tuple[RequestMetrics, Sampler]:
-    sampler = Sampler(app, float(app.config["METRICS_SAMPLE_INTERVAL"]))
-    app.extensions["readwire.sampler"] = sampler
-    app.add_url_rule("/metrics", "metrics", metrics_view)
-    sampler.next_at = time.perf_counter()
-    return RequestMetrics(), sampler
+    def init_app(self, app: Flask, engine: Any, store: Any) -> tuple[RequestMetrics, Sampler] | None:
+        if not app.config["METRICS_ENABLED"]:
+            app.extensions[self.key] = None
+            return None
+        options = app.config["SQLALCHEMY_ENGINE_OPTIONS"]
+        capacity = options.get("pool_size", 0) + options.get("max_overflow", 0)
+        sampler = Sampler(engine, store, capacity, float(app.config["METRICS_SAMPLE_INTERVAL"]))
+        app.extensions[self.key] = sampler
+        app.add_url_rule("/metrics", "metrics", self.view)
+        return RequestMetrics(), sampler
+
+    def sampler(self, app: Flask | None = None) -> Sampler | None:
+        sampler: Sampler | None = (app or current_app).extensions[self.key]
+        return sampler
+
+    def view(self) -> Response:
+        """GET /metrics: Prometheus text format; never cached, never CORS (not under /api/v1)."""
+        sampler = self.sampler()
+        if sampler is not None:
+            sampler.sample()
+        response = Response(render(), content_type=CONTENT_TYPE_LATEST)
+        response.headers["Cache-Control"] = "no-store"
+        return response

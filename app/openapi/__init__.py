@@ -18,6 +18,7 @@ from marshmallow import fields as ma_fields
 from werkzeug.routing import Rule
 
 from app.api import API_PREFIX, SlugConverter, UsernameConverter
+from app.compat import rule_converters
 from app.openapi import schemas as doc
 from app.openapi.operations import HEADER_COMPONENTS, OPERATIONS, headers, problem
 from app.schemas.params import FieldSet, IdList
@@ -120,7 +121,7 @@ def _path(rule: Rule) -> tuple[str, list[dict[str, Any]]]:
     """`/posts/<int:post_id>` -> (`/posts/{post_id}`, its path parameters)."""
     parameters = [
         {"in": "path", "name": name, "required": True, "schema": _CONVERTERS[type(converter).__name__]}
-        for name, converter in rule._converters.items()
+        for name, converter in rule_converters(rule).items()
     ]
     return _VARIABLE.sub(r"{\1}", rule.rule), parameters
 

@@ -10,9 +10,12 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, valid
 from werkzeug.datastructures import MultiDict
 
 from app.errors import invalid_parameter
+from app.models.types import MAX_ID
+from app.pagination import LIMIT_DEFAULT, LIMIT_MAX
 from app.schemas.resources import COMMENT_FIELDS, POST_DETAIL_FIELDS, POST_FIELDS
 
-MAX_ID = 2**63 - 1  # PostgreSQL BIGINT; larger ids cannot exist and must not reach the driver
+IDS_MAX = 100  # posts per bulk get (the contract)
+TAGS_LIMIT_DEFAULT, TAGS_LIMIT_MAX = 100, 500  # GET /tags: the top N by post_count (the contract)
 
 
 class IdList(fields.Field):
@@ -80,7 +83,7 @@ class StrictQuery(Schema):
 
 class PageQuery(StrictQuery):
     limit = fields.Integer(
-        load_default=20, validate=validate.Range(1, 100), metadata={"description": "Items per page."}
+        load_default=LIMIT_DEFAULT, validate=validate.Range(1, LIMIT_MAX), metadata={"description": "Items per page."}
     )
     # Checked (length, signature, scope) by the cursor codec.
     cursor = fields.String(
@@ -116,7 +119,7 @@ class PostQuery(SparseQuery):
 
 
 class BulkPostsQuery(SparseQuery):
-    ids = IdList(max_items=100, required=True, metadata={"description": "Up to 100 post ids, in the order wanted."})
+    ids = IdList(max_items=IDS_MAX, required=True, metadata={"description": "Up to 100 post ids, in the order wanted."})
 
     class Meta(StrictQuery.Meta):
         include = sparse(POST_FIELDS)
@@ -124,7 +127,9 @@ class BulkPostsQuery(SparseQuery):
 
 class TagsQuery(StrictQuery):
     limit = fields.Integer(
-        load_default=100, validate=validate.Range(1, 500), metadata={"description": "How many of the top tags."}
+        load_default=TAGS_LIMIT_DEFAULT,
+        validate=validate.Range(1, TAGS_LIMIT_MAX),
+        metadata={"description": "How many of the top tags."},
     )
 
 

@@ -6,7 +6,6 @@ and tests check that the service dicts carry exactly these keys, so the three ca
 
 from __future__ import annotations
 
-AUTHOR_FIELDS = ("id", "username", "display_name", "avatar_url")
 POST_FIELDS = (
     "id",
     "slug",
@@ -20,6 +19,6 @@ POST_FIELDS = (
     "tags",
     "comment_count",
 )
-# Detail adds the body, right after the summary (app/services/posts.py:post_item).
+# Detail adds the body, right after the summary (app/services/items.py:post_item).
 POST_DETAIL_FIELDS = (*POST_FIELDS[:4], "body", *POST_FIELDS[4:])
 COMMENT_FIELDS = ("id", "post_id", "author", "body", "created_at")

@@ -14,17 +14,13 @@ import orjson
 from flask import Request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from app.errors import ApiError
+from app.errors import ApiError, validation_failed
 from app.models.post import STATUSES
 
 SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 MAX_TAGS = 10
 # Largest accepted body: a 100,000-character post escaped as \uXXXX is ~600 kB of JSON.
 MAX_BODY_BYTES = 1024 * 1024
-
-
-def validation_failed(errors: dict[str, list[str]], detail: str = "The request body is invalid.") -> ApiError:
-    return ApiError(422, "validation_failed", detail, title="Validation failed", errors=errors)
 
 
 class Text(fields.String):

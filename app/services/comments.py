@@ -9,7 +9,9 @@ from sqlalchemy import Select, bindparam, select, tuple_
 
 from app.extensions import db
 from app.models import Author, Comment
-from app.pagination import BOTTOM, Cursor, Page
+from app.pagination import BOTTOM, Cursor, Page, page_rows
+from app.services.items import author_item, comment_item
+from app.services.posts import ensure_visible
 
 _COLUMNS = (
     Comment.id,
@@ -37,23 +39,15 @@ def _thread_statement(direction: str) -> Select[*tuple[Any, ...]]:
 
 
 def comments_page(post_id: int, after: Cursor | None, limit: int) -> Page:
-    """One page of a post's comments in (created_at ASC, id ASC) order."""
+    """One page of a visible post's comments in (created_at ASC, id ASC) order; NotFound when
+    the post is missing or hidden."""
+    ensure_visible(post_id)
     direction = after.direction if after else "next"
     position, item_id = (after.position, after.id) if after else BOTTOM
     params = {"post_id": post_id, "position": position, "item_id": item_id, "row_limit": limit + 1}
-    rows = list(db.session.execute(_thread_statement(direction), params))
-    has_more = len(rows) > limit
-    rows = rows[:limit]
-    if direction == "prev":
-        rows.reverse()
+    rows, has_more = page_rows(db.session.execute(_thread_statement(direction), params), limit, direction)
     items = [
-        {
-            "id": cid,
-            "post_id": pid,
-            "author": {"id": aid, "username": username, "display_name": display_name, "avatar_url": avatar_url},
-            "body": body,
-            "created_at": created_at,
-        }
+        comment_item(cid, pid, author_item(aid, username, display_name, avatar_url), body, created_at)
         for cid, pid, aid, username, display_name, avatar_url, body, created_at in rows
     ]
     return Page(items, has_more, direction, "created_at")

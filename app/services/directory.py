@@ -6,12 +6,13 @@ from typing import Any
 
 from sqlalchemy import bindparam, select
 
+from app.exceptions import NotFound
 from app.extensions import db
 from app.models import Author, Category, Tag
 
-_CATEGORY_ID = select(Category.id).where(Category.slug == bindparam("slug"))
-_TAG_ID = select(Tag.id).where(Tag.slug == bindparam("slug"))
-_AUTHOR_ID = select(Author.id).where(Author.username == bindparam("username"))
+_CATEGORY_ID = select(Category.id).where(Category.slug == bindparam("key"))
+_TAG_ID = select(Tag.id).where(Tag.slug == bindparam("key"))
+_AUTHOR_ID = select(Author.id).where(Author.username == bindparam("key"))
 # The same lookups with the display name, for the titles of syndication feeds.
 _CATEGORY_REF = select(Category.id, Category.name).where(Category.slug == bindparam("key"))
 _TAG_REF = select(Tag.id, Tag.name).where(Tag.slug == bindparam("key"))
@@ -36,33 +37,24 @@ _AUTHOR = select(
 ).where(Author.username == bindparam("username"))
 
 
-def category_id(slug: str) -> int | None:
-    return db.session.execute(_CATEGORY_ID, {"slug": slug}).scalar()
+_IDS = {"category": _CATEGORY_ID, "tag": _TAG_ID, "author": _AUTHOR_ID}
+_REFS = {"category": _CATEGORY_REF, "tag": _TAG_REF, "author": _AUTHOR_REF}
 
 
-def tag_id(slug: str) -> int | None:
-    return db.session.execute(_TAG_ID, {"slug": slug}).scalar()
+def scope_id(kind: str, key: str) -> int:
+    """The id of the category/tag (by slug) or author (by username); NotFound if there is none."""
+    found: int | None = db.session.execute(_IDS[kind], {"key": key}).scalar()
+    if found is None:
+        raise NotFound(f"No {kind} '{key}'.")
+    return found
 
 
-def author_id(username: str) -> int | None:
-    return db.session.execute(_AUTHOR_ID, {"username": username}).scalar()
-
-
-def category_ref(slug: str) -> tuple[int, str] | None:
-    return _ref(_CATEGORY_REF, slug)
-
-
-def tag_ref(slug: str) -> tuple[int, str] | None:
-    return _ref(_TAG_REF, slug)
-
-
-def author_ref(username: str) -> tuple[int, str] | None:
-    return _ref(_AUTHOR_REF, username)
-
-
-def _ref(statement: Any, key: str) -> tuple[int, str] | None:
-    row = db.session.execute(statement, {"key": key}).first()
-    return None if row is None else (row[0], row[1])
+def scope_ref(kind: str, key: str) -> tuple[int, str]:
+    """scope_id plus the display name (for the titles of syndication feeds)."""
+    row = db.session.execute(_REFS[kind], {"key": key}).first()
+    if row is None:
+        raise NotFound(f"No {kind} '{key}'.")
+    return row[0], row[1]
 
 
 def list_categories() -> list[dict[str, Any]]:
@@ -79,10 +71,10 @@ def list_tags(limit: int) -> list[dict[str, Any]]:
     ]
 
 
-def get_author(username: str) -> dict[str, Any] | None:
+def get_author(username: str) -> dict[str, Any]:
     row = db.session.execute(_AUTHOR, {"username": username}).first()
     if row is None:
-        return None
+        raise NotFound(f"No author '{username}'.")
     aid, uname, display_name, avatar_url, bio, created_at, post_count = row
     return {
         "id": aid,

@@ -11,6 +11,7 @@ after the retention period; their cursors are then refused as expired.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,11 +19,11 @@ from flask import current_app
 from sqlalchemy import Integer, bindparam, delete, insert, select, text
 from sqlalchemy.orm import Session
 
-from app.errors import invalid_cursor
+from app.exceptions import InvalidCursor
 from app.extensions import db
 from app.models import PopularRank, PopularSnapshot, Post
-from app.pagination import Cursor, Page, to_micros
-from app.services.posts import LIST_COLUMNS, VISIBLE, list_items, page_rows, with_joins
+from app.pagination import Cursor, Page, page_rows, to_micros
+from app.services.posts import LIST_COLUMNS, list_items, with_joins
 
 _LOCK_KEY = 0x52575F504F50  # pg_advisory_xact_lock key for "a process is computing a snapshot"
 
@@ -30,7 +31,7 @@ _SNAPSHOT_EXISTS = select(PopularSnapshot.id).where(PopularSnapshot.id == bindpa
 # Served by ix_posts_feed: the newest visible posts, no sort.
 _CANDIDATES = (
     select(Post.id, Post.published_at, Post.comment_count)
-    .where(VISIBLE)
+    .where(Post.visible)
     .order_by(Post.published_at.desc(), Post.id.desc())
     .limit(bindparam("candidates"))
 )
@@ -39,7 +40,7 @@ _CANDIDATES = (
 def _page_statement(direction: str) -> Any:
     stmt = with_joins(
         select(*LIST_COLUMNS, PopularRank.rank).select_from(PopularRank).join(Post, Post.id == PopularRank.post_id)
-    ).where(PopularRank.snapshot_id == bindparam("snapshot_id"), VISIBLE)
+    ).where(PopularRank.snapshot_id == bindparam("snapshot_id"), Post.visible)
     rank: Any = bindparam("rank", type_=Integer())
     if direction == "next":
         stmt = stmt.where(PopularRank.rank > rank).order_by(PopularRank.rank)
@@ -104,9 +105,13 @@ def ensure_snapshot(snapshot_id: int, now: float) -> None:
 
 
 def popular_page(snapshot_id: int, after: Cursor | None, limit: int) -> Page:
-    """One page of a snapshot's ranking, hottest first; cursor positions are (snapshot, rank)."""
+    """One page of a snapshot's ranking, hottest first; cursor positions are (snapshot, rank).
+
+    The first page of an interval computes its snapshot if no process has yet."""
+    if after is None:
+        ensure_snapshot(snapshot_id, time.time())
     if after is not None and db.session.execute(_SNAPSHOT_EXISTS, {"snapshot_id": snapshot_id}).first() is None:
-        raise invalid_cursor("This cursor's ranking snapshot has expired; start again from the first page.")
+        raise InvalidCursor("This cursor's ranking snapshot has expired; start again from the first page.")
     direction = after.direction if after else "next"
     rank = after.id if after else 0
     params = {"snapshot_id": snapshot_id, "rank": rank, "row_limit": limit + 1}

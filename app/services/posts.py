@@ -8,23 +8,23 @@ service), the page itself, and the tags of the page's posts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 
 from flask import current_app
-from sqlalchemy import Row, Select, and_, bindparam, literal_column, select, tuple_
+from sqlalchemy import Row, Select, bindparam, select, tuple_
 
+from app.exceptions import NotFound
 from app.extensions import db
 from app.models import Author, Category, Post, PostTag, Tag
-from app.pagination import TOP, Cursor, Page
+from app.models.types import MAX_ID
+from app.pagination import TOP, Cursor, Page, page_rows
+from app.services import directory
+from app.services.items import post_item
 
 ScopeKind = Literal["all", "category", "tag", "author"]
-
-# Matches the partial feed indexes' predicate as literals (a bound parameter would stop the
-# planner from proving the index predicate once psycopg switches to prepared statements).
-VISIBLE = and_(Post.status == literal_column("'published'"), Post.deleted_at.is_(None))
 
 AUTHOR_COLUMNS = (Author.id, Author.username, Author.display_name, Author.avatar_url)
 LIST_COLUMNS = (
@@ -48,6 +48,12 @@ class FeedScope:
     id: int = 0
 
 
+def feed_scope(kind: ScopeKind, key: str | None) -> FeedScope:
+    """The feed of one category, tag or author (by slug or username), or the global feed;
+    NotFound when the scope does not exist."""
+    return FeedScope("all") if key is None else FeedScope(kind, directory.scope_id(kind, key))
+
+
 def with_joins(stmt: Select[*tuple[Any, ...]]) -> Select[*tuple[Any, ...]]:
     # Many-to-one joins (author, category) ride along in the page statement: one row per post.
     return stmt.join(Author, Author.id == Post.author_id).join(Category, Category.id == Post.category_id)
@@ -60,10 +66,10 @@ def _feed_statement(kind: ScopeKind, direction: str) -> Select[*tuple[Any, ...]]
     if kind == "tag":
         key = (PostTag.published_at, PostTag.post_id)
         stmt = with_joins(select(*LIST_COLUMNS).select_from(PostTag).join(Post, Post.id == PostTag.post_id))
-        stmt = stmt.where(PostTag.tag_id == bindparam("scope_id"), PostTag.published_at.is_not(None), VISIBLE)
+        stmt = stmt.where(PostTag.tag_id == bindparam("scope_id"), PostTag.published_at.is_not(None), Post.visible)
     else:
         key = (Post.published_at, Post.id)
-        stmt = with_joins(select(*LIST_COLUMNS).select_from(Post)).where(VISIBLE)
+        stmt = with_joins(select(*LIST_COLUMNS).select_from(Post)).where(Post.visible)
         if kind == "category":
             stmt = stmt.where(Post.category_id == bindparam("scope_id"))
         elif kind == "author":
@@ -81,29 +87,6 @@ _TAGS_OF_POSTS = (
     .where(PostTag.post_id.in_(bindparam("post_ids", expanding=True)))
     .order_by(PostTag.post_id, Tag.slug)
 )
-
-
-def post_item(row: Row[Any], site_url: str, body: str | None = None) -> dict[str, Any]:
-    (pid, slug, title, summary, published_at, updated_at, comment_count,
-     aid, username, display_name, avatar_url, cid, cslug, cname) = tuple(row)[:14]  # fmt: skip
-    item: dict[str, Any] = {
-        "id": pid,
-        "slug": slug,
-        "title": title,
-        "summary": summary,
-    }
-    if body is not None:
-        item["body"] = body
-    item.update(
-        url=f"{site_url}/posts/{slug}",
-        published_at=published_at,
-        updated_at=updated_at,
-        author={"id": aid, "username": username, "display_name": display_name, "avatar_url": avatar_url},
-        category={"id": cid, "slug": cslug, "name": cname},
-        tags=[],
-        comment_count=comment_count,
-    )
-    return item
 
 
 def attach_tags(items: Sequence[dict[str, Any]]) -> None:
@@ -124,16 +107,6 @@ def feed_page(scope: FeedScope, after: Cursor | None, limit: int) -> Page:
     return Page(list_items(rows), has_more, direction, "published_at")
 
 
-def page_rows(result: Iterable[Any], limit: int, direction: str) -> tuple[list[Any], bool]:
-    """The page's rows in display order from a LIMIT limit+1 result, and whether more remain."""
-    rows = list(result)
-    has_more = len(rows) > limit
-    del rows[limit:]
-    if direction == "prev":  # fetched walking back: flip to display order
-        rows.reverse()
-    return rows, has_more
-
-
 def list_items(rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
     """List-view post dicts for page rows, with their tags (one statement for the page)."""
     site_url = current_app.config["SITE_URL"]
@@ -142,19 +115,20 @@ def list_items(rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
     return items
 
 
-_POST_DETAIL = with_joins(select(*LIST_COLUMNS, Post.body).select_from(Post)).where(
-    Post.id == bindparam("post_id"), VISIBLE
-)
+_POST_ANY = with_joins(select(*LIST_COLUMNS, Post.body).select_from(Post)).where(Post.id == bindparam("post_id"))
+_POST_DETAIL = _POST_ANY.where(Post.visible)
 _POSTS_BY_IDS = with_joins(select(*LIST_COLUMNS).select_from(Post)).where(
-    Post.id.in_(bindparam("post_ids", expanding=True)), VISIBLE
+    Post.id.in_(bindparam("post_ids", expanding=True)), Post.visible
 )
 
 
-def get_post(post_id: int) -> dict[str, Any] | None:
-    """One visible post with its body, or None when it is missing or hidden."""
-    row = db.session.execute(_POST_DETAIL, {"post_id": post_id}).first()
+def get_post(post_id: int, *, hidden: bool = False) -> dict[str, Any]:
+    """One visible post with its body (`hidden`: drafts and deleted posts too, for their
+    editor); NotFound when there is none."""
+    statement = _POST_ANY if hidden else _POST_DETAIL
+    row = db.session.execute(statement, {"post_id": post_id}).first() if post_id <= MAX_ID else None
     if row is None:
-        return None
+        raise NotFound(f"No published post with id {post_id}.")
     item = post_item(row, current_app.config["SITE_URL"], body=row[14])
     attach_tags([item])
     return item
@@ -169,8 +143,10 @@ def get_posts(ids: list[int]) -> list[dict[str, Any]]:
     return items
 
 
-_IS_VISIBLE = select(Post.id).where(Post.id == bindparam("post_id"), VISIBLE)
+_IS_VISIBLE = select(Post.id).where(Post.id == bindparam("post_id"), Post.visible)
 
 
-def is_visible(post_id: int) -> bool:
-    return db.session.execute(_IS_VISIBLE, {"post_id": post_id}).first() is not None
+def ensure_visible(post_id: int) -> None:
+    """NotFound unless the post exists and is visible."""
+    if post_id > MAX_ID or db.session.execute(_IS_VISIBLE, {"post_id": post_id}).first() is None:
+        raise NotFound(f"No published post with id {post_id}.")

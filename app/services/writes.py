@@ -33,16 +33,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import case, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app.errors import ApiError, not_found
+from app.exceptions import Forbidden, Invalid, NotFound
 from app.extensions import db
 from app.models import Author, Category, Comment, Post, PostTag, Tag
-from app.models.types import utcnow
-from app.schemas.params import MAX_ID
-from app.schemas.writes import validation_failed
+from app.models.types import MAX_ID, utcnow
+from app.services.items import author_item, comment_item
 from app.services.posts import get_post
 
 SLUG_SUFFIX_BYTES = 3  # 6 hex digits: collisions are rare; a taken slug draws a new suffix
@@ -115,7 +113,7 @@ def _resolve_taxonomy(data: dict[str, Any]) -> tuple[int | None, frozenset[int] 
             errors["tags"] = [f"Unknown tag '{slug}'." for slug in missing]
         tag_ids = frozenset(found.values())
     if errors:
-        raise validation_failed(errors)
+        raise Invalid(errors)
     return category_id, tag_ids
 
 
@@ -133,8 +131,8 @@ def _slug_from_title(title: str) -> str:
             return slug
 
 
-def _slug_conflict() -> ApiError:
-    return validation_failed({"slug": ["This slug is already in use."]})
+def _slug_conflict() -> Invalid:
+    return Invalid({"slug": ["This slug is already in use."]})
 
 
 def _insert(post: Post) -> None:
@@ -150,16 +148,16 @@ def _insert(post: Post) -> None:
 
 
 def _editable_post(author_id: int, post_id: int) -> tuple[Post, dict[int, PostTag]]:
-    """The post (row-locked) and its tag links; 404 when missing or deleted, 403 when not
-    the caller's."""
+    """The post (row-locked) and its tag links; NotFound when missing or deleted, Forbidden when
+    not the caller's."""
     post = None
     if post_id <= MAX_ID:
         locked = select(Post).where(Post.id == post_id).with_for_update().execution_options(populate_existing=True)
         post = db.session.execute(locked).scalar_one_or_none()
     if post is None or post.deleted_at is not None:
-        raise not_found(f"No post with id {post_id}.")
+        raise NotFound(f"No post with id {post_id}.")
     if post.author_id != author_id:
-        raise ApiError(403, "forbidden", "Editors may change only their own posts.", title="Forbidden")
+        raise Forbidden("Editors may change only their own posts.")
     links = db.session.execute(select(PostTag).where(PostTag.post_id == post.id)).scalars()
     return post, {link.tag_id: link for link in links}
 
@@ -171,46 +169,10 @@ def _publish(post: Post, status: str, now: datetime) -> None:
 
 
 def _detail(post: Post) -> dict[str, Any]:
-    """The post as GET /posts/{id} shows it, plus `status`; drafts are built here the same way."""
-    item = get_post(post.id) if post.visible else _draft_detail(post)
-    if item is None:  # hidden again by a concurrent write after our commit
-        item = _draft_detail(post)
+    """The post as GET /posts/{id} shows it (drafts and deleted posts too), plus `status`."""
+    item = get_post(post.id, hidden=True)
     item["status"] = post.status
     return item
-
-
-def _draft_detail(post: Post) -> dict[str, Any]:
-    author = db.session.get_one(Author, post.author_id)
-    category = db.session.get_one(Category, post.category_id)
-    tags = db.session.execute(
-        select(Tag.id, Tag.slug, Tag.name)
-        .join(PostTag, PostTag.tag_id == Tag.id)
-        .where(PostTag.post_id == post.id)
-        .order_by(Tag.slug)
-    ).all()
-    return {
-        "id": post.id,
-        "slug": post.slug,
-        "title": post.title,
-        "summary": post.summary,
-        "body": post.body,
-        "url": f"{current_app.config['SITE_URL']}/posts/{post.slug}",
-        "published_at": post.published_at,
-        "updated_at": post.updated_at,
-        "author": _author_dict(author),
-        "category": {"id": category.id, "slug": category.slug, "name": category.name},
-        "tags": [{"id": tid, "slug": slug, "name": name} for tid, slug, name in tags],
-        "comment_count": post.comment_count,
-    }
-
-
-def _author_dict(author: Author) -> dict[str, Any]:
-    return {
-        "id": author.id,
-        "username": author.username,
-        "display_name": author.display_name,
-        "avatar_url": author.avatar_url,
-    }
 
 
 def create_post(author_id: int, data: dict[str, Any]) -> dict[str, Any]:
@@ -269,12 +231,12 @@ def delete_post(author_id: int, post_id: int) -> None:
 
 def add_comment(author_id: int, post_id: int, body: str) -> dict[str, Any]:
     """A new comment on a visible post (404 otherwise), counted in the same transaction."""
-    missing = not_found(f"No published post with id {post_id}.")
+    missing = NotFound(f"No published post with id {post_id}.")
     if post_id > MAX_ID:
         raise missing
     bump = (
         update(Post)
-        .where(Post.id == post_id, Post.is_visible())
+        .where(Post.id == post_id, Post.visible)
         .values(comment_count=Post.comment_count + 1)
         .returning(Post.id)
     )
@@ -284,12 +246,13 @@ def add_comment(author_id: int, post_id: int, body: str) -> dict[str, Any]:
     comment = Comment(post_id=post_id, author_id=author_id, body=body, created_at=utcnow())
     db.session.add(comment)
     db.session.flush()
-    item = {
-        "id": comment.id,
-        "post_id": post_id,
-        "author": _author_dict(db.session.get_one(Author, author_id)),
-        "body": comment.body,
-        "created_at": comment.created_at,
-    }
+    author = db.session.get_one(Author, author_id)
+    item = comment_item(
+        comment.id,
+        post_id,
+        author_item(author.id, author.username, author.display_name, author.avatar_url),
+        comment.body,
+        comment.created_at,
+    )
     db.session.commit()
     return item

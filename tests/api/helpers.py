@@ -41,3 +41,13 @@ def walk(client: FlaskClient, url: str, rel: str = "next", between_pages: Any = 
         if between_pages:
             between_pages()
     return seen
+
+
+def assert_problem(response, status: int, code: str) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    assert response.status_code == status, response.data[:300]
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json()
+    assert {"type", "title", "status", "detail", "code"} <= set(body)
+    assert body["status"] == status and body["code"] == code
+    assert "Traceback" not in response.get_data(as_text=True)
+    return body

@@ -10,23 +10,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 from flask_jwt_extended import create_access_token, decode_token
 from sqlalchemy import select
-from werkzeug.security import generate_password_hash
 
 from app.extensions import db
 from app.models import Author
 from app.services import auth as auth_service
-from tests.api.test_errors import assert_problem
+from tests.api.helpers import assert_problem
 
 PASSWORD = "correct horse battery"
 TOKEN_URL = "/api/v1/auth/token"
 REFRESH_URL = "/api/v1/auth/refresh"
-
-
-@pytest.fixture
-def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        auth_service, "generate_password_hash", lambda pw: generate_password_hash(pw, method="scrypt:1024:8:1")
-    )
 
 
 @pytest.fixture

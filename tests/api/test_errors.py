@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from flask.testing import FlaskClient
 
-from tests.api.helpers import get_ok
+from tests.api.helpers import assert_problem, get_ok
 
 FEEDS = [
     "/api/v1/feed",
@@ -25,16 +25,6 @@ def names(client: FlaskClient) -> dict[str, str]:
         "author": post["author"]["username"],
         "post": str(post["id"]),
     }
-
-
-def assert_problem(response, status: int, code: str) -> dict:  # type: ignore[no-untyped-def,type-arg]
-    assert response.status_code == status, response.data[:300]
-    assert response.mimetype == "application/problem+json"
-    body = response.get_json()
-    assert {"type", "title", "status", "detail", "code"} <= set(body)
-    assert body["status"] == status and body["code"] == code
-    assert "Traceback" not in response.get_data(as_text=True)
-    return body
 
 
 @pytest.mark.parametrize("feed", FEEDS)

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from werkzeug.routing import Rule
 
 from app.errors import PROBLEM_CODES
-from app.extensions import db
+from app.extensions import db, limiter
 from app.openapi import schemas as doc
 from app.schemas.resources import COMMENT_FIELDS, POST_DETAIL_FIELDS, POST_FIELDS
 from tests.api.helpers import get_ok
@@ -134,7 +134,9 @@ def test_document_is_built_once_and_revalidates(
     builds = []
     real = openapi.build_document
     monkeypatch.setattr(openapi, "build_document", lambda a: builds.append(1) or real(a))
-    app.extensions.pop("readwire.openapi", None)
+    from app.api import docs
+
+    docs._BUILT.pop(app, None)  # the document is built once per app: forget this app's
     first = client.get(DOCUMENT)
     second = client.get(DOCUMENT)
     assert first.data == second.data and len(builds) == 1
@@ -211,18 +213,15 @@ def test_reads_conform_to_the_document(app: Flask, client: FlaskClient) -> None:
     assert not failures, "\n\n".join(f"{label}:\n{text}" for label, text in failures.items())
 
 
-def test_write_answers_match_the_document(app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_answers_match_the_document(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch, cheap_hashes: None
+) -> None:
     """Each write answer kind (created, edited, deleted, 4xx, 429) checked against the document
     by schemathesis' response checks (status, content type, headers, body schema)."""
-    from werkzeug.security import generate_password_hash
-
     from app.models import Category, Tag
     from app.ratelimit import Quota
     from app.services import auth as auth_service
 
-    monkeypatch.setattr(
-        auth_service, "generate_password_hash", lambda pw: generate_password_hash(pw, method="scrypt:1024:8:1")
-    )
     auth_service.create_author("doc_editor", "Doc Editor", "correct horse battery", role="editor")
     category = db.session.execute(select(Category.slug).limit(1)).scalar_one()
     tag = db.session.execute(select(Tag.slug).limit(1)).scalar_one()
@@ -258,6 +257,6 @@ def test_write_answers_match_the_document(app: Flask, client: FlaskClient, monke
     call("POST", "/api/v1/posts/{post_id}/comments", 201, path_parameters=ids, body={"body": "Hi"}, headers=auth)
     call("POST", "/api/v1/posts", 401, body=post)
     call("DELETE", "/api/v1/posts/{post_id}", 204, path_parameters=ids, headers=auth)
-    monkeypatch.setitem(app.extensions["readwire.ratelimit"].quotas, "write", Quota("write", 1, 60))
+    monkeypatch.setitem(limiter.limits(app).quotas, "write", Quota("write", 1, 60))
     call("DELETE", "/api/v1/posts/{post_id}", 429, path_parameters=ids, headers=auth)
     assert sorted(set(seen)) == [200, 201, 204, 401, 404, 422, 429]

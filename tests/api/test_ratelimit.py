@@ -10,9 +10,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
-from werkzeug.security import generate_password_hash
 
-from app.extensions import db
+from app.extensions import db, limiter
 from app.models import Category, Post
 from app.ratelimit import Quota, client_address
 from app.services import auth as auth_service
@@ -23,11 +22,7 @@ TOKEN_URL = "/api/v1/auth/token"
 RATELIMIT = re.compile(r'^"(\w+)";r=(\d+);t=(\d+)$')
 
 
-@pytest.fixture(autouse=True)
-def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        auth_service, "generate_password_hash", lambda pw: generate_password_hash(pw, method="scrypt:1024:8:1")
-    )
+pytestmark = pytest.mark.usefixtures("cheap_hashes")
 
 
 def remaining(response) -> tuple[str, int, int]:  # type: ignore[no-untyped-def]
@@ -71,7 +66,7 @@ def token(client: FlaskClient, editor: None) -> str:
 def test_writes_are_limited_per_author_and_a_refused_write_changes_nothing(
     client: FlaskClient, token: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(client.application.extensions["readwire.ratelimit"].quotas, "write", Quota("write", 3, 60))
+    monkeypatch.setitem(limiter.limits(client.application).quotas, "write", Quota("write", 3, 60))
     auth = {"Authorization": f"Bearer {token}"}
     category = db.session.execute(select(Category.slug).limit(1)).scalar_one()
     body = {"title": "Limited", "body": "Text.", "category": category}

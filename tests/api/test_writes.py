@@ -10,13 +10,11 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select, text
-from werkzeug.security import generate_password_hash
 
 from app.extensions import db
 from app.models import Category, Post, Tag
 from app.services import auth as auth_service
-from tests.api.helpers import get_ok
-from tests.api.test_errors import assert_problem
+from tests.api.helpers import assert_problem, get_ok
 
 PASSWORD = "correct horse battery"
 
@@ -28,12 +26,7 @@ class Account:
     headers: dict[str, str]
 
 
-@pytest.fixture(autouse=True)
-def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Scrypt at 1/32 of the production cost: same code path, much faster test users."""
-    monkeypatch.setattr(
-        auth_service, "generate_password_hash", lambda pw: generate_password_hash(pw, method="scrypt:1024:8:1")
-    )
+pytestmark = pytest.mark.usefixtures("cheap_hashes")
 
 
 def make_account(client: FlaskClient, username: str, role: str) -> Account:

@@ -254,7 +254,7 @@ def test_hung_redis_costs_a_few_timeouts_then_nothing(cached_app: Flask, redis_s
     timed-out calls, and until the cool-down ends reads go straight to the database."""
     client = cached_app.test_client()
     body = client.get(FEED).get_data()
-    time.sleep(cached_app.config["CACHE_MIRROR_TRUST"])  # make every read ask Redis
+    time.sleep(cached_app.config["CACHE_NEAR_TRUST"])  # make every read ask Redis
     timeout = cached_app.config["CACHE_TIMEOUT"]
     redis_server.pause()
     try:

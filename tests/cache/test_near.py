@@ -1,5 +1,5 @@
-"""The in-process layer (app/cache/near.py) against a real Redis: mirrored versions follow
-every change at once, a hung Redis is never trusted past the window, hot entries are bounded."""
+"""The near cache (app/cache/near.py) against a real Redis: counter copies follow every change
+at once, a hung Redis is never trusted past the window, near entries are bounded."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import redis
 from flask import Flask
 
 from app.cache.keys import EPOCH_KEY, GENERATION_PREFIX, generation_key
-from app.cache.near import GenerationMirror, HotEntries
+from app.cache.near import NearCounters, NearEntries
 from app.cache.store import CircuitBreaker, RedisStore
 from app.extensions import db
 from devstack.servers import Redis
@@ -21,51 +21,51 @@ from tests.conftest import build_app
 
 
 @pytest.fixture
-def mirror(redis_server: Redis, redis_client: redis.Redis) -> Iterator[GenerationMirror]:
+def counters(redis_server: Redis, redis_client: redis.Redis) -> Iterator[NearCounters]:
     kwargs = redis_client.connection_pool.connection_kwargs
-    m = GenerationMirror({"host": kwargs["host"], "port": kwargs["port"], "socket_timeout": 0.05},
+    m = NearCounters({"host": kwargs["host"], "port": kwargs["port"], "socket_timeout": 0.05},
                          [GENERATION_PREFIX, EPOCH_KEY], trust=60.0)  # fmt: skip
     yield m
     m.reset()
 
 
-def test_mirror_sees_every_increment_at_once(mirror: GenerationMirror, redis_server: Redis) -> None:
+def test_near_counters_sees_every_increment_at_once(counters: NearCounters, redis_server: Redis) -> None:
     """Through the writers' primitive (RedisStore.incr, which ends with the push barrier)."""
     store = RedisStore(redis_server.url, timeout=0.05, pool_size=4, pool_wait=0.1,
-                       breaker=CircuitBreaker(3, 1.0), mirror_trust=0.1)  # fmt: skip
+                       breaker=CircuitBreaker(3, 1.0), near_trust=0.1)  # fmt: skip
     key = generation_key("feed")
-    assert mirror.mget([key]) == [None]
+    assert counters.mget([key]) == [None]
     for n in range(1, 301):  # no sleep anywhere: the push must already be there
         assert store.incr([key])
-        assert mirror.mget([key]) == [str(n).encode()]
+        assert counters.mget([key]) == [str(n).encode()]
 
 
-def test_mirror_is_exact_without_round_trips(mirror: GenerationMirror, redis_client: redis.Redis) -> None:
+def test_near_counters_is_exact_without_round_trips(counters: NearCounters, redis_client: redis.Redis) -> None:
     keys = [generation_key(f"cat:{i}") for i in range(5)]
     redis_client.incr(keys[2])
-    assert mirror.mget(keys) == [None, None, b"1", None, None]
+    assert counters.mget(keys) == [None, None, b"1", None, None]
     redis_client.config_resetstat()
     for _ in range(200):
-        assert mirror.mget(keys) == [None, None, b"1", None, None]
+        assert counters.mget(keys) == [None, None, b"1", None, None]
     assert redis_client.info("stats")["total_commands_processed"] <= 2  # CONFIG RESETSTAT + INFO itself
 
 
-def test_mirror_forgets_everything_on_flush(mirror: GenerationMirror, redis_client: redis.Redis) -> None:
+def test_near_counters_forgets_everything_on_flush(counters: NearCounters, redis_client: redis.Redis) -> None:
     key = generation_key("feed")
     redis_client.incr(key)
-    assert mirror.mget([key]) == [b"1"]
+    assert counters.mget([key]) == [b"1"]
     redis_client.flushdb()
-    redis_client.ping()  # the barrier writers use: the push is on the mirror's socket by its reply
-    assert mirror.mget([key]) == [None]
+    redis_client.ping()  # the barrier writers use: the push is on the counters's socket by its reply
+    assert counters.mget([key]) == [None]
 
 
-def test_mirror_does_not_trust_a_hung_redis_past_its_window(redis_server: Redis, redis_client: redis.Redis) -> None:
+def test_near_counters_does_not_trust_a_hung_redis_past_its_window(
+    redis_server: Redis, redis_client: redis.Redis
+) -> None:
     key = generation_key("feed")
     redis_client.incr(key)
     kwargs = redis_client.connection_pool.connection_kwargs
-    m = GenerationMirror(
-        {"host": kwargs["host"], "port": kwargs["port"], "socket_timeout": 0.05}, [GENERATION_PREFIX], 0.1
-    )
+    m = NearCounters({"host": kwargs["host"], "port": kwargs["port"], "socket_timeout": 0.05}, [GENERATION_PREFIX], 0.1)
     assert m.mget([key]) == [b"1"]
     redis_server.pause()
     try:
@@ -81,43 +81,43 @@ def test_mirror_does_not_trust_a_hung_redis_past_its_window(redis_server: Redis,
 def test_write_while_redis_hangs_is_seen_by_a_process_that_trusted_its_mirror(
     cached_app: Flask, cache_db: str, redis_server: Redis
 ) -> None:
-    """Reader and writer are separate app instances (separate mirrors and hot entries), as two
+    """Reader and writer are separate app instances (separate near caches), as two
     gunicorn workers are. The reader warms its copies right before Redis hangs; the write is
     acknowledged only after the reader's trust window, so the reader's next read is fresh."""
     reader = build_app(cache_db, REDIS_URL=redis_server.url, **CACHE_CONFIG)
     post = top_post(cached_app)
     assert first_title(reader) == post.title
-    assert first_title(reader) == post.title  # now a hot hit: versions mirrored, entry in-process
+    assert first_title(reader) == post.title  # now a near hit: counters copied, entry in-process
     redis_server.pause()
     try:
         started = time.monotonic()
-        retitle(cached_app, post.id, "Written while the reader trusted its mirror")
+        retitle(cached_app, post.id, "Written while the reader trusted its counters")
         acknowledged = time.monotonic() - started
-        assert first_title(reader) == "Written while the reader trusted its mirror"
-        assert acknowledged >= cached_app.config["CACHE_MIRROR_TRUST"]
+        assert first_title(reader) == "Written while the reader trusted its counters"
+        assert acknowledged >= cached_app.config["CACHE_NEAR_TRUST"]
     finally:
         redis_server.resume()
         with reader.app_context():
             db.engine.dispose()
 
 
-def test_hot_hits_cost_no_redis_commands(cached_app: Flask, redis_client: redis.Redis) -> None:
+def test_near_hits_cost_no_redis_commands(cached_app: Flask, redis_client: redis.Redis) -> None:
     client = cached_app.test_client()
     body = client.get(FEED).get_data()
     redis_client.config_resetstat()
     for _ in range(100):
         assert client.get(FEED).get_data() == body
-    # Only the mirror's trust refresh (one MGET per 100 ms window) may reach Redis.
+    # Only the near counters' trust refresh (one MGET per 100 ms window) may reach Redis.
     calls = redis_client.info("commandstats")
     served = sum(v["calls"] for k, v in calls.items() if k not in ("cmdstat_config", "cmdstat_info"))
     assert served <= 10
 
 
-def test_hot_entries_are_bounded_by_bytes() -> None:
-    hot = HotEntries(max_bytes=1000)
+def test_near_entries_are_bounded_by_bytes() -> None:
+    near = NearEntries(max_bytes=1000)
     for i in range(20):
-        hot.put(f"k{i}", i, 100)
-    assert hot.get("k0") is None and hot.get("k19") == 19
-    assert sum(hot.get(f"k{i}") is not None for i in range(20)) == 10
-    hot.put("huge", "x", 500)  # larger than an eighth of the budget: never kept
-    assert hot.get("huge") is None
+        near.put(f"k{i}", i, 100)
+    assert near.get("k0") is None and near.get("k19") == 19
+    assert sum(near.get(f"k{i}") is not None for i in range(20)) == 10
+    near.put("huge", "x", 500)  # larger than an eighth of the budget: never kept
+    assert near.get("huge") is None

@@ -1,4 +1,4 @@
-"""What serve() did, as the metrics count it (real Redis and PostgreSQL): hot hit, hit, 304,
+"""What serve() did, as the metrics count it (real Redis and PostgreSQL): near hit, hit, 304,
 miss, stale, refresh and bypass; Redis errors and the breaker state; rate-limit counters shared
 through Redis by every process, and kept in-process while Redis is unreachable."""
 
@@ -12,7 +12,7 @@ import redis
 from flask import Flask
 
 from app.cache.keys import PREFIX
-from app.extensions import db
+from app.extensions import db, metrics
 from app.observability.metrics import REGISTRY
 from devstack.servers import Redis, free_port
 from tests.cache.conftest import CACHE_CONFIG
@@ -22,7 +22,7 @@ FEED = "/api/v1/feed?limit=7"
 
 
 def outcomes(endpoint: str = "feeds.global_feed") -> dict[str, float]:
-    names = ("hot_hit", "hit", "not_modified", "miss", "stale", "refresh", "bypass")
+    names = ("near_hit", "hit", "not_modified", "miss", "stale", "refresh", "bypass")
     return {
         name: REGISTRY.get_sample_value("readwire_cache_requests_total", {"endpoint": endpoint, "outcome": name}) or 0.0
         for name in names
@@ -48,17 +48,17 @@ def make_app(cache_db: str, redis_server: Redis, redis_client: redis.Redis) -> I
             db.engine.dispose()
 
 
-def test_miss_then_hot_hit_then_304(make_app) -> None:  # type: ignore[no-untyped-def]
+def test_miss_then_near_hit_then_304(make_app) -> None:  # type: ignore[no-untyped-def]
     client = make_app().test_client()
     before = outcomes()
     etag = client.get(FEED).headers["ETag"]
     client.get(FEED)
     assert client.get(FEED, headers={"If-None-Match": etag}).status_code == 304
-    assert delta(before, outcomes()) == {"miss": 1, "hot_hit": 1, "not_modified": 1}
+    assert delta(before, outcomes()) == {"miss": 1, "near_hit": 1, "not_modified": 1}
 
 
 def test_a_hit_from_redis_when_nothing_is_kept_in_process(make_app) -> None:  # type: ignore[no-untyped-def]
-    client = make_app(CACHE_LOCAL_BYTES=0).test_client()
+    client = make_app(CACHE_NEAR_BYTES=0).test_client()
     before = outcomes()
     client.get(FEED)
     client.get(FEED)
@@ -66,7 +66,7 @@ def test_a_hit_from_redis_when_nothing_is_kept_in_process(make_app) -> None:  # 
 
 
 def test_past_its_ttl_one_worker_refreshes_and_the_others_serve_stale(make_app, redis_client) -> None:  # type: ignore[no-untyped-def]
-    client = make_app(CACHE_TTL_FEED=0.05, CACHE_LOCAL_BYTES=0).test_client()
+    client = make_app(CACHE_TTL_FEED=0.05, CACHE_NEAR_BYTES=0).test_client()
     client.get(FEED)
     time.sleep(0.1)
     before = outcomes()
@@ -95,14 +95,14 @@ def test_with_redis_unreachable_reads_bypass_errors_count_and_the_breaker_shows_
     assert delta(before, outcomes()) == {"bypass": app.config["CACHE_BREAKER_THRESHOLD"] + 2}
     errors = REGISTRY.get_sample_value("readwire_cache_errors_total", {"error": "ConnectionError"})
     assert errors is not None and errors - errors_before >= app.config["CACHE_BREAKER_THRESHOLD"]
-    app.extensions["readwire.sampler"].sample()
+    metrics.sampler(app).sample()
     assert REGISTRY.get_sample_value("readwire_cache_circuit_open") == 1.0
 
 
 def test_pool_gauges_report_the_configured_capacity(make_app) -> None:  # type: ignore[no-untyped-def]
     app = make_app()
     app.test_client().get(FEED)
-    app.extensions["readwire.sampler"].sample()
+    metrics.sampler(app).sample()
     options = app.config["SQLALCHEMY_ENGINE_OPTIONS"]
     assert REGISTRY.get_sample_value("readwire_db_pool_capacity") == options["pool_size"] + options["max_overflow"]
     assert REGISTRY.get_sample_value("readwire_db_pool_checked_out") == 0  # the request gave its connection back

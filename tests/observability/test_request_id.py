@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.api.test_errors import assert_problem
+from tests.api.helpers import assert_problem
 
 GENERATED = re.compile(r"^[0-9a-f]{32}$")
 

@@ -5,6 +5,7 @@ count, and pools inherited across fork are dropped."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import runpy
@@ -20,7 +21,7 @@ import pytest
 from sqlalchemy import text
 
 from app import create_app
-from app.extensions import db
+from app.extensions import db, page_cache
 from devstack.servers import free_port
 from devstack.stack import children, end_session
 from tests.stack.conftest import REPO, StackInfo, request, wait_for
@@ -128,32 +129,37 @@ def test_preload_is_refused(stack: StackInfo) -> None:
     assert "--preload is refused" in res.stdout + res.stderr
 
 
-def _conf_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The pool sizes gunicorn.conf.py puts in the environment for ``env`` (in a fresh interpreter)."""
+def _pool_sizes(env: Mapping[str, str]) -> dict[str, int]:
+    """The pool sizes app/config.py derives for ``env`` (in a fresh interpreter, as a worker would)."""
     code = (
-        "import os, runpy; runpy.run_path('gunicorn.conf.py'); "
-        "print(*(os.environ[k] for k in ('CACHE_POOL_SIZE', 'DB_POOL_SIZE', 'DB_MAX_OVERFLOW')))"
+        "import json; from app.config import load_settings; "
+        "s = load_settings({'SQLALCHEMY_DATABASE_URI': 'postgresql://x/y', 'SECRET_KEY': 'k'}); "
+        "o = s['SQLALCHEMY_ENGINE_OPTIONS']; "
+        "print(json.dumps({'CACHE_POOL_SIZE': s['CACHE_POOL_SIZE'], 'DB_POOL_SIZE': o['pool_size'], "
+        "'DB_MAX_OVERFLOW': o['max_overflow']}))"
     )
     base = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "CACHE_", "WEB_", "GUNICORN_"))}
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, env={**base, **env}, capture_output=True, text=True, check=True
-    ).stdout.split()
-    return dict(zip(("CACHE_POOL_SIZE", "DB_POOL_SIZE", "DB_MAX_OVERFLOW"), out, strict=True))
+    ).stdout
+    sizes: dict[str, int] = json.loads(out)
+    return sizes
 
 
-def test_pools_are_sized_against_the_greenlets() -> None:
+def test_pools_are_sized_against_the_greenlets_and_never_overflow() -> None:
     env = {"WEB_CONCURRENCY": "2", "GUNICORN_WORKER_CONNECTIONS": "150", "DB_CONNECTION_BUDGET": "80"}
-    # Redis: a connection per greenlet. PostgreSQL: 80 / (2 workers x 2 for the HUP overlap) = 20.
-    assert _conf_env(env) == {"CACHE_POOL_SIZE": "150", "DB_POOL_SIZE": "10", "DB_MAX_OVERFLOW": "10"}
-    small = _conf_env({**env, "DB_CONNECTION_BUDGET": "24"})
-    assert small == {"CACHE_POOL_SIZE": "150", "DB_POOL_SIZE": "6", "DB_MAX_OVERFLOW": "0"}
-    explicit = _conf_env({**env, "DB_POOL_SIZE": "3", "CACHE_POOL_SIZE": "7"})
-    assert explicit["DB_POOL_SIZE"] == "3" and explicit["CACHE_POOL_SIZE"] == "7"
+    # Redis: a connection per greenlet. PostgreSQL: 80 / (2 workers x 2 for the HUP overlap) = 20,
+    # all kept (no overflow: a connection opened past the pool would be closed again, churn).
+    assert _pool_sizes(env) == {"CACHE_POOL_SIZE": 150, "DB_POOL_SIZE": 20, "DB_MAX_OVERFLOW": 0}
+    few_greenlets = _pool_sizes({**env, "GUNICORN_WORKER_CONNECTIONS": "8"})
+    assert few_greenlets == {"CACHE_POOL_SIZE": 8, "DB_POOL_SIZE": 8, "DB_MAX_OVERFLOW": 0}
+    explicit = _pool_sizes({**env, "DB_POOL_SIZE": "3", "CACHE_POOL_SIZE": "7"})
+    assert explicit["DB_POOL_SIZE"] == 3 and explicit["CACHE_POOL_SIZE"] == 7
 
 
 @pytest.fixture
 def conf() -> Iterator[dict[str, Any]]:
-    """gunicorn.conf.py's namespace, without leaking the environment defaults it sets."""
+    """gunicorn.conf.py's namespace, without leaking anything it puts in the environment."""
     saved = dict(os.environ)
     try:
         yield runpy.run_path(CONF)
@@ -174,8 +180,9 @@ def test_pools_inherited_across_fork_are_dropped(stack: StackInfo, conf: dict[st
     with app.app_context():
         before = db.session.execute(text(backend)).scalar()
         db.session.remove()
-        pool = app.extensions["readwire.cache"].store.client.connection_pool
-        assert app.extensions["readwire.cache"].store.ping()
+        store = page_cache.store
+        pool = store.client.connection_pool  # type: ignore[attr-defined]
+        assert store.ping()
         assert pool._connections  # the "parent" holds a Redis connection
     conf["dispose_inherited"](app, logging.getLogger("test"))
     with app.app_context():

@@ -18,13 +18,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import Connection, insert, select, text
 from tqdm import tqdm
 
 from app.cache.keys import EPOCH_KEY
-from app.extensions import db
+from app.extensions import db, page_cache
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
@@ -165,7 +164,7 @@ def seed(
     result: dict[str, Any] = {**counts, "seconds": round(time.perf_counter() - started, 1)}
     # The bulk load bypasses the session (so the invalidation hooks): retire the cache epoch,
     # which orphans every cached page in one O(1) step (a CLI step, never a request path).
-    current_app.extensions["readwire.cache"].store.delete(EPOCH_KEY)
+    page_cache.store.delete(EPOCH_KEY)
     click.echo(
         "seed: {posts:,} posts, {post_tags:,} post tags, {comments:,} comments, {authors:,} authors, "
         "{categories:,} categories, {tags:,} tags in {seconds}s".format(**result)

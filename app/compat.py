@@ -1,0 +1,74 @@
+"""Every use of a third-party library's private API, in one place.
+
+Each wrapper says why the public API does not do, and tests/test_compat.py checks each one
+against the installed versions so an upgrade that moves them fails loudly there, not
+silently on the request path (a wrapper that stops working would otherwise degrade to a
+slower or wrong path without anyone noticing).
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+from collections.abc import Callable
+from typing import Any
+
+from flask.globals import _cv_request
+from redis.connection import Connection
+
+try:  # The C poll even under gevent: gevent's cooperative poll costs ~11 µs for a zero timeout.
+    from gevent import monkey
+
+    _poll = monkey.get_original("select", "poll")
+except ImportError:  # pragma: no cover - gevent is a dependency
+    _poll = select.poll
+
+
+def redis_push_pending(conn: Connection) -> bool:
+    """Whether a RESP3 push may be waiting on a redis-py connection, without blocking and
+    without entering the event loop: bytes already buffered by the hiredis reader, or readable
+    on the socket. redis-py's public `can_read(timeout=0)` goes through the (gevent-patched)
+    poll and changes the socket timeout twice per call (~11 µs; this is ~1 µs)."""
+    reader = getattr(conn._parser, "_reader", None)
+    if reader is not None and reader.has_data():
+        return True
+    sock = conn._sock
+    if sock is None:
+        return False
+    poller = _poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def redis_on_invalidation(conn: Connection, handler: Callable[[list[Any]], None]) -> None:
+    """Route a RESP3 connection's client-tracking invalidation pushes to `handler` (redis-py
+    sets this per parser; its public API only offers it inside its own client-side cache)."""
+    conn._parser.set_invalidation_push_handler(handler)
+
+
+def redis_pool_in_use(pool: Any) -> int | None:
+    """Connections checked out of a redis-py pool (redis-py has no public counter); None if
+    the pool does not say."""
+    in_use = getattr(pool, "_get_in_use_connections", None)
+    return None if in_use is None else len(in_use())
+
+
+def current_request() -> Any:
+    """The current Flask request object or None, with one ContextVar read: `flask.request`
+    is a proxy that costs two lookups and raises outside a request (this is the observability
+    middleware's per-request path)."""
+    context = _cv_request.get(None)
+    return None if context is None else context.request
+
+
+def rule_converters(rule: Any) -> dict[str, Any]:
+    """A werkzeug Rule's converters by argument name (werkzeug exposes them only privately);
+    the OpenAPI document reads the path parameters' patterns from them."""
+    converters: dict[str, Any] = rule._converters
+    return converters
+
+
+def logging_start_time() -> float:
+    """When the logging module was imported (LogRecord.relativeCreated is measured from it)."""
+    start: float = logging._startTime  # type: ignore[attr-defined]
+    return start

@@ -1,0 +1,38 @@
+"""Domain exceptions: what the services and the cursor codec refuse, in their own words.
+
+They know nothing of HTTP; app/errors.py maps each class to its problem+json answer (status,
+`code`, field errors) in one table.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base class; `detail` is safe to show to a client."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(DomainError):
+    """The thing asked for does not exist, or is not visible to the caller."""
+
+
+class Forbidden(DomainError):
+    """The caller may not do this to that thing (e.g. an editor changing another's post)."""
+
+
+class Invalid(DomainError):
+    """A write whose content breaks a rule the schema cannot check (unknown tag, taken slug)."""
+
+    def __init__(self, errors: dict[str, list[str]], detail: str = "The request body is invalid.") -> None:
+        super().__init__(detail)
+        self.errors = errors
+
+
+class InvalidCursor(DomainError):
+    """A cursor that is malformed, tampered with, from another list, or expired."""
+
+    def __init__(self, detail: str = "The cursor is malformed, tampered with or expired.") -> None:
+        super().__init__(detail)

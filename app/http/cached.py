@@ -1,0 +1,72 @@
+"""Cached pages: the one path every public GET takes (see app/http/__init__.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from flask import Response, current_app, request
+
+from app.cache.entries import Rendered
+from app.errors import ApiError, problem_for
+from app.exceptions import NotFound
+from app.extensions import page_cache
+from app.http.render import rendered_absence, rendered_json, rendered_page
+from app.http.respond import CACHE_OUTCOME, client_has, entry_response, not_modified
+from app.pagination import Cursor, Direction, Page
+
+
+def cached(
+    endpoint: str, namespaces: Sequence[str], params: dict[str, Any], family: str, compute: Callable[[], Rendered]
+) -> Response:
+    """Answer a public GET from the page cache (app/cache/pages.py), computing the page only
+    when it must. `family` picks the TTL (feed, post, directory, popular)."""
+    served = page_cache.serve(endpoint, namespaces, params, family, lambda: _render(compute))
+    entry = served.entry
+    environ = request.environ
+    cache_control = current_app.config["HTTP_CACHE_CONTROL"]
+    if client_has(environ, entry.rendered.etag, entry.modified_at):
+        environ[CACHE_OUTCOME] = "not_modified"
+        return not_modified(entry, cache_control)
+    environ[CACHE_OUTCOME] = served.outcome
+    return entry_response(entry, cache_control, served.outcome, served.age)
+
+
+def _render(compute: Callable[[], Rendered]) -> Rendered:
+    """Run the page computation; an absence becomes a (briefly) cacheable 404."""
+    try:
+        return compute()
+    except NotFound as exc:
+        err: ApiError = problem_for(exc)
+        return rendered_absence(err)
+
+
+def cached_json(
+    endpoint: str, namespaces: Sequence[str], params: dict[str, Any], family: str, compute: Callable[[], Any]
+) -> Response:
+    """A cached JSON document: `compute` returns the payload (dicts and lists)."""
+    return cached(endpoint, namespaces, params, family, lambda: rendered_json(compute()))
+
+
+def cached_page(
+    endpoint: str,
+    namespaces: Sequence[str],
+    params: dict[str, Any],
+    family: str,
+    compute: Callable[[], Page],
+    *,
+    scope: str,
+    after: Cursor | None,
+    growing: Direction | None,
+    key_params: dict[str, Any] | None = None,
+) -> Response:
+    """A cached keyset page in the contract's envelope, with its Link header. `key_params`: the
+    parameters that name the page in the cache when they are more than the query's."""
+    path = request.path
+    return cached(
+        endpoint,
+        namespaces,
+        params if key_params is None else key_params,
+        family,
+        lambda: rendered_page(compute(), scope, after, params, growing, path),
+    )

@@ -1,0 +1,113 @@
+"""Renderings: what a page is as bytes, computed once on a miss and kept by the cache.
+
+A rendering's validator (its weak ETag) is a hash of everything it sends (status, media type,
+Link template, body), so equal validators mean equal bytes: a page re-rendered identically
+keeps its ETag, and a poller keeps getting 304s until the content really changes.
+
+URLs that depend on the host a client used (Link headers, the absolute URLs inside feed
+documents) are stored with the ROOT_URL placeholder in place of the API's root URL, filled per
+request (respond.py): a stored page must not carry the Host of whoever filled it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from flask import current_app
+
+from app.cache.entries import MEDIA_TYPES, Rendered
+from app.errors import ApiError, problem_body
+from app.extensions import cursors
+from app.http import API_PREFIX
+from app.pagination import Cursor, Direction, Page, link_header, page_cursors, page_url
+from app.syndication import FeedDocument, atom_feed, json_feed
+
+JSON, PROBLEM, FEED_JSON, ATOM = MEDIA_TYPES
+# Placeholder for the API's root URL (scheme://host[/script root]) in stored Link headers and
+# bodies. NUL never occurs in stored text (PostgreSQL refuses it), so it cannot collide.
+ROOT_URL = "\x00"
+# RFC 3339 UTC with a Z, whole seconds; SQLite's naive datetimes are UTC too.
+JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z | orjson.OPT_OMIT_MICROSECONDS
+
+
+def json_bytes(payload: Any) -> bytes:
+    return orjson.dumps(payload, option=JSON_OPTIONS)
+
+
+def etag_of(status: int, media_type: str, link: str, body: bytes) -> str:
+    digest = hashlib.blake2b(f"{status} {media_type}\n{link}\n".encode(), digest_size=12)
+    digest.update(body)
+    return 'W/"' + base64.urlsafe_b64encode(digest.digest()).decode() + '"'
+
+
+def rendered(body: bytes, *, status: int = 200, link: str = "", media_type: str = JSON, **flags: bool) -> Rendered:
+    return Rendered(status, body, etag_of(status, media_type, link, body), link, media_type, **flags)
+
+
+def rendered_json(payload: Any) -> Rendered:
+    return rendered(json_bytes(payload))
+
+
+def rendered_absence(err: ApiError) -> Rendered:
+    """A 404 as the cache keeps it (briefly: a create bumps the namespace anyway)."""
+    return rendered(problem_body(err), status=err.status, media_type=PROBLEM, negative=True)
+
+
+def pick(item: dict[str, Any], fields: str | None) -> dict[str, Any]:
+    """The item narrowed to a normalized `fields` value (None = every field); order is kept."""
+    if fields is None:
+        return item
+    wanted = set(fields.split(","))
+    return {key: value for key, value in item.items() if key in wanted}
+
+
+def pick_all(items: list[dict[str, Any]], fields: str | None) -> list[dict[str, Any]]:
+    return items if fields is None else [pick(item, fields) for item in items]
+
+
+def rendered_page(
+    page: Page, scope: str, after: Cursor | None, params: dict[str, Any], growing: Direction | None, path: str
+) -> Rendered:
+    """The contract's list envelope, narrowed to params["fields"] if given (after the cursors,
+    which need the sort keys), with its Link header relative to ROOT_URL."""
+    next_cursor, prev_cursor = page_cursors(cursors.codec(), scope, page, after, growing)
+    body = {
+        "data": pick_all(page.items, params.get("fields")),
+        "meta": {"limit": params["limit"], "next_cursor": next_cursor, "prev_cursor": prev_cursor},
+    }
+    args = {key: str(value) for key, value in params.items()}
+    return rendered(json_bytes(body), link=link_header(ROOT_URL + path, args, next_cursor, prev_cursor))
+
+
+def rendered_feed_document(
+    fmt: Literal["json", "atom"],
+    page: Page,
+    scope: str,
+    after: Cursor | None,
+    params: dict[str, Any],
+    path: str,
+    name: str | None,
+) -> Rendered:
+    """A page as a JSON Feed or Atom document (app/syndication.py); every API URL in it is
+    relative to ROOT_URL, and so is its Link header."""
+    next_cursor, prev_cursor = page_cursors(cursors.codec(), scope, page, after, "prev")
+    args = {key: str(value) for key, value in params.items() if key != "cursor"}
+    feed_url = ROOT_URL + path
+    config = current_app.config
+    doc = FeedDocument(
+        title=config["SITE_NAME"] if name is None else f"{config['SITE_NAME']}: {name}",
+        feed_url=feed_url,
+        page_url=page_url(feed_url, args, params.get("cursor")),
+        home_page_url=config["SITE_URL"],
+        alternate_url=feed_url.rpartition(".")[0] + "." + ("atom" if fmt == "json" else "json"),
+        next_url=page_url(feed_url, args, next_cursor) if next_cursor else None,
+        prev_url=page_url(feed_url, args, prev_cursor) if prev_cursor else None,
+        api_root=ROOT_URL + API_PREFIX,
+    )
+    body = json_feed(doc, page.items) if fmt == "json" else atom_feed(doc, page.items, datetime.now(UTC))
+    link = link_header(feed_url, args, next_cursor, prev_cursor)
+    return rendered(body, link=link, media_type=FEED_JSON if fmt == "json" else ATOM, templated=True)

@@ -1,0 +1,126 @@
+"""Plain responses and the pieces every cached response shares: conditionals, the stored
+rendering's per-request parts, and the validator headers."""
+
+from __future__ import annotations
+
+from email.utils import formatdate, parsedate_to_datetime
+from typing import Any
+from xml.sax.saxutils import escape as xml_escape
+
+import orjson
+from flask import Response, current_app, request
+
+from app.cache.entries import Entry, Rendered
+from app.http.render import ATOM, ROOT_URL, json_bytes
+from app.observability.logs import CACHE_OUTCOME
+
+__all__ = ["CACHE_OUTCOME"]
+_CONTENT_TYPES = {ATOM: ATOM + "; charset=utf-8"}
+OUTCOME_HEADER = "X-App-Cache"  # what the page cache did, for clients and load tests
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(json_bytes(payload), status=status, mimetype="application/json")
+
+
+def no_store(response: Response) -> Response:
+    """after_request for answers meant for one client only (tokens, a write's result)."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def etag_matches(etag: str, header: str | None) -> bool:
+    """If-None-Match's weak comparison (RFC 9110 13.1.2): `*`, or any listed tag equal to ours
+    once the W/ prefixes are set aside."""
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    ours = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == ours for tag in header.split(","))
+
+
+def not_modified_since(modified_at: float, header: str | None) -> bool:
+    if not header:
+        return False
+    try:
+        since = parsedate_to_datetime(header).timestamp()
+    except (TypeError, ValueError):
+        return False
+    return int(modified_at) <= since
+
+
+def client_has(environ: dict[str, Any], etag: str, modified_at: float) -> bool:
+    """Whether the client's copy is current: If-None-Match when sent (If-Modified-Since is then
+    ignored, RFC 9110 13.1.3), else If-Modified-Since."""
+    tags = environ.get("HTTP_IF_NONE_MATCH")
+    if tags is not None:
+        return etag_matches(etag, tags)
+    return not_modified_since(modified_at, environ.get("HTTP_IF_MODIFIED_SINCE"))
+
+
+_ROOTS: dict[tuple[str, str, str, str], str] = {}
+
+
+def root_url() -> str:
+    """The API's root URL for this request (PUBLIC_BASE_URL, else scheme://host[/script root]),
+    memoized per host: werkzeug rebuilds and re-quotes it on every access."""
+    environ = request.environ
+    base = current_app.config["PUBLIC_BASE_URL"]
+    key = (base, environ["wsgi.url_scheme"], environ.get("HTTP_HOST", ""), environ.get("SCRIPT_NAME", ""))
+    url = _ROOTS.get(key)
+    if url is None:
+        url = base or request.root_url.rstrip("/")
+        if len(_ROOTS) >= 4096:
+            _ROOTS.clear()
+        _ROOTS[key] = url
+    return url
+
+
+_FILLS: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+
+
+def _filled_body(rendered: Rendered, root: str) -> bytes:
+    """The body with its ROOT_URL placeholders replaced, escaped for the body's syntax: raw NUL
+    in XML, the string start `"\\u0000` in JSON (where orjson escapes NUL, and a `"` before the
+    escape can only be the start of a string value)."""
+    key = (root, rendered.media_type)
+    replacement = _FILLS.get(key)
+    if replacement is None:
+        if rendered.media_type == ATOM:
+            replacement = (ROOT_URL.encode(), xml_escape(root, {'"': "&quot;"}).encode())
+        else:
+            replacement = (b'"\\u0000', b'"' + orjson.dumps(root)[1:-1])
+        if len(_FILLS) >= 1024:
+            _FILLS.clear()
+        _FILLS[key] = replacement
+    return rendered.body.replace(*replacement)
+
+
+def validators(response: Response, etag: str, modified_at: float, cache_control: str, outcome: str) -> Response:
+    headers = response.headers
+    headers["ETag"] = etag
+    headers["Last-Modified"] = formatdate(modified_at, usegmt=True)
+    headers["Cache-Control"] = cache_control
+    headers["Vary"] = "Accept-Encoding"
+    headers[OUTCOME_HEADER] = outcome
+    return response
+
+
+def entry_response(entry: Entry, cache_control: str, outcome: str, age: float | None) -> Response:
+    """The stored rendering as this request's response (root URL filled in)."""
+    rendered = entry.rendered
+    root = root_url() if rendered.templated or rendered.link else ""
+    body = _filled_body(rendered, root) if rendered.templated else rendered.body
+    media_type = rendered.media_type
+    response = Response(body, status=rendered.status, content_type=_CONTENT_TYPES.get(media_type, media_type))
+    validators(response, rendered.etag, entry.modified_at, cache_control, outcome)
+    if rendered.link:
+        response.headers["Link"] = rendered.link.replace(ROOT_URL, root)
+    if age is not None:
+        response.headers["Age"] = str(max(0, int(age)))
+    return response
+
+
+def not_modified(entry: Entry, cache_control: str) -> Response:
+    return validators(Response(status=304), entry.rendered.etag, entry.modified_at, cache_control, "not_modified")

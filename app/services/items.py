@@ -1,0 +1,37 @@
+"""How rows become the contract's resource dicts: one builder per resource, in response order
+(app/schemas/resources.py lists the same fields; tests keep the two in step)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+
+def author_item(author_id: int, username: str, display_name: str, avatar_url: str | None) -> dict[str, Any]:
+    """An author as lists embed it (posts, comments)."""
+    return {"id": author_id, "username": username, "display_name": display_name, "avatar_url": avatar_url}
+
+
+def post_item(row: Any, site_url: str, body: str | None = None) -> dict[str, Any]:
+    """A post from a row of app/services/posts.py:LIST_COLUMNS; `body` only on the detail view."""
+    (pid, slug, title, summary, published_at, updated_at, comment_count,
+     aid, username, display_name, avatar_url, cid, cslug, cname) = tuple(row)[:14]  # fmt: skip
+    item: dict[str, Any] = {"id": pid, "slug": slug, "title": title, "summary": summary}
+    if body is not None:
+        item["body"] = body
+    item.update(
+        url=f"{site_url}/posts/{slug}",
+        published_at=published_at,
+        updated_at=updated_at,
+        author=author_item(aid, username, display_name, avatar_url),
+        category={"id": cid, "slug": cslug, "name": cname},
+        tags=[],
+        comment_count=comment_count,
+    )
+    return item
+
+
+def comment_item(
+    comment_id: int, post_id: int, author: dict[str, Any], body: str, created_at: datetime
+) -> dict[str, Any]:
+    return {"id": comment_id, "post_id": post_id, "author": author, "body": body, "created_at": created_at}

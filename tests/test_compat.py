@@ -1,0 +1,65 @@
+"""Each private API app/compat.py relies on still exists and still means what it meant: an
+upgrade that moves one fails here, loudly, instead of degrading the request path."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+from flask import Flask
+from redis.connection import Connection
+from werkzeug.routing import Rule
+
+from app import compat
+from devstack.servers import Redis
+
+
+def test_redis_push_pending_sees_a_push_and_nothing_else(redis_server: Redis) -> None:
+    conn = Connection(host="127.0.0.1", port=redis_server.port, protocol=3, socket_timeout=1.0)
+    conn.connect()
+    pushed: list[object] = []
+    compat.redis_on_invalidation(conn, pushed.append)
+    conn.send_command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "compat:")
+    conn.read_response()
+    try:
+        assert compat.redis_push_pending(conn) is False
+        redis.Redis(port=redis_server.port).incr("compat:key")
+        deadline = time.monotonic() + 5
+        while not compat.redis_push_pending(conn):
+            assert time.monotonic() < deadline, "the invalidation push never showed as pending"
+            time.sleep(0.001)
+        conn.read_response(push_request=True, timeout=0)
+        assert pushed and pushed[0][1] == [b"compat:key"]  # type: ignore[index]
+    finally:
+        conn.disconnect()
+
+
+def test_redis_pool_in_use_counts_checked_out_connections(redis_server: Redis) -> None:
+    pool = redis.BlockingConnectionPool(port=redis_server.port, max_connections=4)
+    assert compat.redis_pool_in_use(pool) == 0
+    conn = pool.get_connection()
+    assert compat.redis_pool_in_use(pool) == 1
+    pool.release(conn)
+    assert compat.redis_pool_in_use(pool) == 0
+
+
+def test_current_request_is_the_flask_request_or_none() -> None:
+    app = Flask(__name__)
+    assert compat.current_request() is None
+    with app.test_request_context("/x?y=1") as context:
+        assert compat.current_request() is context.request
+
+
+def test_rule_converters_by_argument_name() -> None:
+    app = Flask(__name__)
+    app.add_url_rule("/posts/<int:post_id>/<slug>", "x", lambda post_id, slug: "")
+    rule = next(r for r in app.url_map.iter_rules() if isinstance(r, Rule) and r.endpoint == "x")
+    converters = compat.rule_converters(rule)
+    assert sorted(converters) == ["post_id", "slug"]
+    assert type(converters["post_id"]).__name__ == "IntegerConverter"
+
+
+def test_logging_start_time_is_the_base_of_relative_created() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
+    assert abs((record.created - compat.logging_start_time()) * 1000 - record.relativeCreated) < 1.0

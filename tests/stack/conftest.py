@@ -185,12 +185,17 @@ class LoadResult:
 
 class Load:
     """Client threads sending GETs over keep-alive connections until stopped (bounded by
-    ``max_seconds``), recording every status and every transport error."""
+    ``max_seconds``), recording every status and every transport error. ``rate``: requests per
+    second across all threads at a steady pace (each thread on its own schedule), else as fast
+    as the threads go."""
 
-    def __init__(self, port: int, paths: Sequence[str], threads: int = 8, max_seconds: float = 60.0) -> None:
+    def __init__(
+        self, port: int, paths: Sequence[str], threads: int = 8, max_seconds: float = 60.0, rate: float | None = None
+    ) -> None:
         self.port = port
         self.paths = list(paths)
         self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+        self.interval = len(self.threads) / rate if rate else 0.0
         self.deadline = time.monotonic() + max_seconds
         self.stopping = threading.Event()
         self.result = LoadResult()
@@ -199,7 +204,11 @@ class Load:
     def _run(self, offset: int) -> None:
         conn: http.client.HTTPConnection | None = None
         i = offset
+        next_at = time.monotonic() + self.interval * offset / len(self.threads)
         while not self.stopping.is_set() and time.monotonic() < self.deadline:
+            if self.interval:
+                self.stopping.wait(max(0.0, next_at - time.monotonic()))
+                next_at += self.interval
             path = self.paths[i % len(self.paths)]
             i += len(self.threads)
             try:

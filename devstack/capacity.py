@@ -321,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--writes", type=int, default=120, help="writes per write workload")
     parser.add_argument("--redis-requests", type=int, default=100_000)
+    parser.add_argument(
+        "--ids-per-workload", type=int, default=8000, help="fresh post ids set aside for each miss workload"
+    )
     parser.add_argument("--idle", type=float, default=5.0, help="seconds of no load: each tier's background CPU")
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "capacity.json")
     args = parser.parse_args(argv)
@@ -364,9 +367,16 @@ def main(argv: list[str] | None = None) -> int:
     etag = headers.get("ETag")
     if status != 200 or not etag:
         raise SystemExit(f"capacity: {page} answered {status} without an ETag")
-    # Each miss workload gets ids nobody asked for (the cache is shared by every node).
-    share = (high - low) // 4
-    starts = {k: low + i * share for i, k in enumerate(("post", "page", "replica-post", "replica-page"))}
+    # Each miss workload gets ids nobody asked for (the cache is shared by every node), and so does
+    # the next run: a cursor in the cluster's dir moves past the ids this run may use.
+    share = args.ids_per_workload
+    cursor_file = cluster.root / "capacity-next-id"
+    first = int(cursor_file.read_text()) if cursor_file.exists() else low
+    if first + 4 * share > high:
+        print("capacity: every id was used by earlier runs; starting over (entries may still be cached)")
+        first = low
+    cursor_file.write_text(str(first + 4 * share))
+    starts = {k: first + i * share for i, k in enumerate(("post", "page", "replica-post", "replica-page"))}
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     idle = meter.measure_idle(args.idle)
     print(f"capacity: idle CPU % per tier { ({t: round(100 * v, 2) for t, v in idle.items()}) }", file=sys.stderr)
@@ -402,10 +412,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             groups["app"].append(node)
             replica_node = f"http://{HOST}:{port}"
-            script = lua_sequence(work, "rpost", starts["replica-post"], 1)
-            results.append(wrk(meter, "replica-miss-post", replica_node, args, "-s", str(script)))
-            script = lua_sequence(work, "rpage", starts["replica-page"], BULK)
-            results.append(wrk(meter, "replica-miss-page", replica_node, args, "-s", str(script)))
+            for kind, bulk in (("post", 1), ("page", BULK)):
+                script = lua_sequence(work, f"replica-{kind}", starts[f"replica-{kind}"], bulk)
+                note = f"ids from {starts[f'replica-{kind}']}, {share} available"
+                results.append(wrk(meter, f"replica-miss-{kind}", replica_node, args, "-s", str(script), note=note))
         finally:
             groups["app"].remove(node)
             stop_group(node, "gunicorn", signal.SIGTERM, 30)

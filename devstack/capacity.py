@@ -154,12 +154,20 @@ class Meter:
         self.baseline = {t: c / w["seconds"] for t, c in w["raw_cpu"].items()}
         return self.baseline
 
-    def read(self) -> dict[str, float]:
+    def read(self) -> dict[str, dict[int, float]]:
+        """CPU seconds of every live process of each tier, by pid."""
         parents = _parents()
         return {
-            tier: sum(_process_cpu(pid) for root in roots for pid in _tree(root, parents))
+            tier: {pid: _process_cpu(pid) for root in roots for pid in _tree(root, parents)}
             for tier, roots in self.groups.items()
         }
+
+    @staticmethod
+    def spent(before: Mapping[int, float], after: Mapping[int, float]) -> float:
+        """CPU used between two reads by the processes alive at the second (one born in between
+        counts whole). A process that exited in between (an autovacuum worker, a closed
+        connection's backend) is left out: subtracting its whole life would be worse."""
+        return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
     @contextlib.contextmanager
     def window(self) -> Iterator[dict[str, Any]]:
@@ -168,8 +176,9 @@ class Meter:
         yield out
         cpu1, machine1, client1, t1 = self.read(), _machine(), _client_cpu(), time.monotonic()
         busy, total, cores = machine1[0] - machine0[0], machine1[1] - machine0[1], machine1[2]
-        ours = sum(cpu1[t] - cpu0[t] for t in cpu1) + (client1 - client0)
-        raw = {t: cpu1[t] - cpu0[t] for t in cpu1}
+
+        raw = {t: self.spent(cpu0[t], cpu1[t]) for t in cpu1}
+        ours = sum(raw.values()) + (client1 - client0)
         out.update(
             seconds=t1 - t0,
             raw_cpu=raw,

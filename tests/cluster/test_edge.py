@@ -64,7 +64,7 @@ def test_nginx_spreads_requests_over_every_node(cluster: ClusterInfo) -> None:
     before = {name: _served(log) for name, log in logs.items()}
     for _ in range(40):  # /readyz is never cached at the edge: every one reaches a node
         assert request(cluster.port("nginx"), "/readyz").status == 200
-    assert wait_for(lambda: all(_served(log) - before[name] >= 5 for name, log in logs.items()), 10), {
+    assert wait_for(lambda: all(_served(log) - before[name] >= 5 for name, log in logs.items()), 30), {
         name: _served(log) - before[name] for name, log in logs.items()
     }
 
@@ -76,21 +76,24 @@ def test_an_app_node_sigkilled_under_steady_gets_fails_none(cluster: ClusterInfo
     posts = request(cluster.port("nginx"), "/api/v1/feed?limit=30").json()["data"]
     # /healthz and /readyz always reach a node; post pages reach one once a second each.
     paths = [p for post in posts for p in ("/healthz", f"/api/v1/posts/{post['id']}", "/readyz")]
-    with Load(cluster.port("nginx"), paths, threads=4, rate=100, max_seconds=60) as load:
-        assert wait_for(lambda: load.result.total >= 100, 20)
+    with Load(cluster.port("nginx"), paths, threads=4, rate=100, max_seconds=150) as load:
+        assert wait_for(lambda: load.result.total >= 100, 60)
         # A host that freezes, then dies: requests pile up on its connections, then are cut off.
         os.killpg(victim, signal.SIGSTOP)
         time.sleep(0.5)
         os.killpg(victim, signal.SIGKILL)
         assert wait_for(lambda: not group_members(victim), 10)
-        killed_at, survivor_from = load.result.total, survivor.stat().st_size
-        # Keep the steady stream going past the node's fail_timeout (5 s), so Nginx probes the
-        # dead node again and routes around it once more.
+        killed_at, killed_t, survivor_from = load.result.total, time.monotonic(), survivor.stat().st_size
+        # Keep the stream going past the node's fail_timeout (5 s), so Nginx probes the dead node
+        # again and routes around it once more (time and a count: a busy machine sends fewer).
         fail_timeout = float(cluster.settings["NGINX_FAIL_TIMEOUT"].rstrip("s"))
-        assert wait_for(lambda: load.result.total >= killed_at + 100 * (fail_timeout + 1), fail_timeout + 30)
+        assert wait_for(
+            lambda: time.monotonic() > killed_t + fail_timeout + 1 and load.result.total >= killed_at + 100,
+            fail_timeout + 60,
+        )
     result = load.result
     assert not result.errors and set(result.statuses) == {200}, (result.statuses, result.errors, result.failures[:10])
-    assert _served(survivor, survivor_from) >= 100  # the other node took the traffic
+    assert _served(survivor, survivor_from) >= 50  # the other node took the traffic
     log = error_log.read_bytes()[errors_from:].decode(errors="replace")
     # The kill did cut requests off (the retry path ran) and the passive check took the node out.
     assert any(marker in log for marker in UPSTREAM_FAILURE), log[-2000:]

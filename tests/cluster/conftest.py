@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from devstack.servers import free_port
+from devstack.servers import free_port, traversable_tmpdir
 from devstack.stack import alive, group_members
-from tests.stack.conftest import REPO, live_processes_mentioning, traversable_tmpdir
+from tests.stack.conftest import REPO, live_processes_mentioning
 
 CLUSTER_POSTS = 200
 STRIPPED = {"DATABASE_URL", "DATABASE_REPLICA_URLS", "REDIS_URL", "REDIS_SENTINELS", "SECRET_KEY"}

@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_POSTS ?= 500
 
-.PHONY: install run test lint format clean stack stack-down stack-status serve-bench bench bench-gate bench-accept ab-gate loadtest
+.PHONY: install run test lint format clean stack stack-down stack-status cluster cluster-down cluster-status cluster-measure serve-bench bench bench-gate bench-accept ab-gate loadtest
 
 $(STAMP): requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,24 @@ stack-down:
 
 stack-status:
 	$(BIN)/python -m devstack.stack status
+
+# Several machines' worth on this one (devstack/cluster.py): PostgreSQL primary + streaming
+# replica, Redis primary + replica + 3 Sentinels, 2+ app nodes (gunicorn masters), Nginx over
+# them; state in .cluster/state.json; ports and sizes in stack.env (CLUSTER_*).
+cluster: install
+	$(BIN)/python -m devstack.cluster up
+
+cluster-down:
+	$(BIN)/python -m devstack.cluster down
+
+cluster-status:
+	$(BIN)/python -m devstack.cluster status
+
+# Per-request CPU costs (hit, 304, miss, write) of each tier, replica queries/s, Redis ops/s and
+# edge requests/s against the running cluster (bounded wrk runs; needs `make cluster`).
+cluster-measure: install
+	bash scripts/ensure-servers.sh --bench
+	$(BIN)/python -m devstack.capacity $(MEASURE_ARGS)
 
 # Nginx microcache vs static file, gunicorn app vs bare view (wrk; needs `make stack`).
 serve-bench: install

@@ -237,6 +237,59 @@ class Postgres(_Server):
         self._run("createdb", "-h", self.socket_dir, "-p", self.port, "-U", "postgres", name)
         return self.url_for(name)
 
+    @classmethod
+    def replica_of(
+        cls,
+        primary: Postgres,
+        base_dir: Path,
+        port: int | None = None,
+        slot: str = "replica_1",
+        settings: dict[str, str] | None = None,
+        *,
+        detached: bool = False,
+    ) -> Postgres:
+        """A hot standby of ``primary`` streaming through the physical replication slot ``slot``.
+
+        ``base_dir`` is emptied, filled by ``pg_basebackup -R`` (standby.signal and primary_conninfo
+        written for us; the slot dropped first if a previous replica left it) and started; returns
+        once it accepts connections. ``primary`` must allow replication connections over its socket
+        (initdb's trust defaults do) and run with wal_level replica (the default).
+        """
+        replica = cls(
+            Path(base_dir).resolve(),
+            port or free_port(),
+            dict(PG_TEST_SETTINGS if settings is None else settings),
+            bindir=primary.bindir,
+            detached=detached,
+        )
+        if replica.is_running():
+            raise RuntimeError(f"a server is still running in {replica.data_dir}")
+        shutil.rmtree(replica.data_dir, ignore_errors=True)
+        replica._prepare_dirs()
+        primary.psql(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{slot}'")
+        conn = ("-h", primary.socket_dir, "-p", primary.port, "-U", "postgres")
+        replica._run(
+            "pg_basebackup",
+            *conn,
+            "-D",
+            replica.data_dir,
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "-C",
+            "-S",
+            slot,
+            "--no-sync",
+        )
+        replica._launch()
+        return replica
+
+    def is_in_recovery(self) -> bool:
+        """True on a standby (replaying WAL), False on a primary."""
+        return self.psql("SELECT pg_is_in_recovery()").strip() == "t"
+
 
 def _die_with_parent() -> None:
     """preexec_fn: own process group, and SIGKILL when the parent thread dies (Linux PR_SET_PDEATHSIG)."""
@@ -272,13 +325,18 @@ class Redis(_Server):
     def url(self) -> str:
         return f"redis://{HOST}:{self.port}/0"
 
-    def _launch(self, timeout: float = 10.0) -> None:
-        self.base_dir.mkdir(parents=True, exist_ok=True)
+    log_name = "redis.log"
+
+    def _argv(self) -> list[str]:
         opts = {"port": self.port, "bind": HOST, "save": "", "appendonly": "no", "daemonize": "no"}
         opts.update({"dir": self.base_dir, **self.config})
         argv = [shutil.which("redis-server") or "/usr/bin/redis-server"]
-        argv += [arg for k, v in opts.items() for arg in (f"--{k}", str(v))]
-        log = self.base_dir / "redis.log"
+        return argv + [arg for k, v in opts.items() for arg in (f"--{k}", str(v))]
+
+    def _launch(self, timeout: float = 10.0) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        argv = self._argv()
+        log = self.base_dir / self.log_name
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 argv,
@@ -295,7 +353,7 @@ class Redis(_Server):
         while not self.ping():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"redis-server did not come up on port {self.port}:\n{_log_tail(log)}")
+                raise RuntimeError(f"{argv[0]} did not come up on port {self.port}:\n{_log_tail(log)}")
             time.sleep(0.01)
 
     def ping(self, timeout: float = 0.5) -> bool:
@@ -331,23 +389,62 @@ class Redis(_Server):
         self.proc.send_signal(signal.SIGCONT)
 
 
+@dataclass(eq=False)
+class Sentinel(Redis):
+    """A Redis Sentinel (``redis-server sentinel.conf --sentinel``: the same binary, so Debian's
+    separate redis-sentinel package is not needed) watching one primary.
+
+    ``config`` holds the monitored set: ``{"master": name, "host": ..., "port": ...,
+    "quorum": ..., "down-after-milliseconds": ..., "failover-timeout": ...}``. Sentinel rewrites
+    its file as it learns (replicas, other Sentinels, a failover), so it is written afresh at
+    every launch: a restarted Sentinel starts from the configured primary, not its memory.
+    """
+
+    log_name = "sentinel.log"
+
+    @property
+    def conf_file(self) -> Path:
+        return self.base_dir / "sentinel.conf"
+
+    def _argv(self) -> list[str]:
+        c = self.config
+        name = c["master"]
+        lines = [
+            f"port {self.port}",
+            f"bind {HOST}",
+            f"dir {self.base_dir}",
+            "daemonize no",
+            f"sentinel monitor {name} {c['host']} {c['port']} {c['quorum']}",
+            f"sentinel down-after-milliseconds {name} {c['down-after-milliseconds']}",
+            f"sentinel failover-timeout {name} {c['failover-timeout']}",
+            f"sentinel parallel-syncs {name} 1",
+        ]
+        self.conf_file.write_text("\n".join(lines) + "\n")
+        return [shutil.which("redis-server") or "/usr/bin/redis-server", str(self.conf_file), "--sentinel"]
+
+
+@contextlib.contextmanager
+def traversable_tmpdir(prefix: str) -> Iterator[Path]:
+    """A scratch dir under /tmp that other users can traverse (PostgreSQL runs as `postgres`,
+    Nginx workers as `nobody`). Not under pytest's basetemp: every pytest session that starts
+    on this machine resets /tmp/pytest-of-<user> to 0700, cutting those servers off mid-run."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o711)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def throwaway_postgres(prefix: str = "readwire-pg-") -> Iterator[Postgres]:
-    """A throwaway cluster in a private directory of its own, removed afterwards.
-
-    Not under pytest's temp root: as root the cluster runs as the postgres user, who must
-    traverse every ancestor directory, and each pytest session that starts on this machine
-    resets /tmp/pytest-of-<user> to 0700, locking a running cluster out of its own files.
-    """
-    base = Path(tempfile.mkdtemp(prefix=prefix))
-    try:
+    """A throwaway cluster in a traversable_tmpdir of its own, stopped and removed afterwards."""
+    with traversable_tmpdir(prefix) as base:
         server = Postgres.start(base / "pg")
         try:
             yield server
         finally:
             server.stop()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @contextlib.contextmanager

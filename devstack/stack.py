@@ -26,7 +26,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,13 +89,41 @@ def nginx_placeholders(template: str | None = None) -> set[str]:
     return set(_PLACEHOLDER.findall(NGINX_TEMPLATE.read_text() if template is None else template))
 
 
-def nginx_values(settings: Mapping[str, str], state_dir: Path, static_dir: Path, log_dir: Path) -> dict[str, str]:
-    """The template's values for a local Nginx in front of the local gunicorn."""
+def upstream_servers(addresses: Sequence[str], settings: Mapping[str, str]) -> str:
+    """The ``server`` lines of nginx.conf's upstream (``${NGINX_UPSTREAM_SERVERS}``).
+
+    One address (one gunicorn socket): listed twice with max_fails=0. Nginx never retries the
+    peer that just failed, so the second entry is what lets proxy_next_upstream replay an
+    idempotent request a dying worker dropped (another worker of the same socket accepts it),
+    and max_fails=0 keeps one killed worker from marking the only socket down.
+    Several addresses (app nodes, each its own gunicorn master): each once, with passive health
+    checks: NGINX_MAX_FAILS failed attempts within NGINX_FAIL_TIMEOUT take a node out for
+    NGINX_FAIL_TIMEOUT, then one request probes it again.
+    """
+    if not addresses:
+        raise ValueError("an upstream needs at least one address")
+    if len(addresses) == 1:
+        return f"server {addresses[0]} max_fails=0;\n        server {addresses[0]} max_fails=0;"
+    fails, timeout = settings.get("NGINX_MAX_FAILS") or "3", settings.get("NGINX_FAIL_TIMEOUT") or "5s"
+    return "\n        ".join(f"server {a} max_fails={fails} fail_timeout={timeout};" for a in addresses)
+
+
+def nginx_values(
+    settings: Mapping[str, str],
+    state_dir: Path,
+    static_dir: Path,
+    log_dir: Path,
+    upstreams: Sequence[str] | None = None,
+) -> dict[str, str]:
+    """The template's values for a local Nginx in front of local gunicorn(s): ``upstreams``
+    (host:port of each app node), else NGINX_UPSTREAM, else the stack's APP_PORT."""
     access = settings.get("NGINX_ACCESS_LOG") or f"{log_dir / 'nginx-access.log'} readwire buffer=64k flush=1s"
+    if not upstreams:
+        upstreams = [settings.get("NGINX_UPSTREAM") or f"{HOST}:{settings['APP_PORT']}"]
     return {
         "NGINX_WORKER_PROCESSES": settings.get("NGINX_WORKER_PROCESSES", "auto"),
         "NGINX_LISTEN": f"{HOST}:{settings['NGINX_PORT']}",
-        "NGINX_UPSTREAM": settings.get("NGINX_UPSTREAM") or f"{HOST}:{settings['APP_PORT']}",
+        "NGINX_UPSTREAM_SERVERS": upstream_servers(upstreams, settings),
         "NGINX_STATE_DIR": str(state_dir),
         "NGINX_STATIC_DIR": str(static_dir),
         "NGINX_ERROR_LOG": str(log_dir / "nginx-error.log"),
@@ -225,11 +253,76 @@ def _run(argv: list[str], env: Mapping[str, str], what: str) -> None:
         raise StackError(f"{what} failed ({res.returncode}):\n{res.stdout}{res.stderr}")
 
 
-# --- state ----------------------------------------------------------------------------------------
-class Stack:
-    """One stack rooted at ``root`` (default .stack/): its files, its state, up/down/status."""
+def migrate_and_seed(app_env: Mapping[str, str], posts: str) -> float:
+    """``flask db upgrade`` then ``flask seed --if-empty`` against app_env's DATABASE_URL; seconds taken."""
+    flask = [str(VENV_BIN / "flask"), "--app", "app"]
+    t0 = time.monotonic()
+    _run([*flask, "db", "upgrade"], app_env, "flask db upgrade")
+    _run([*flask, "seed", "--posts", posts, "--if-empty", "--no-progress"], app_env, "flask seed")
+    return time.monotonic() - t0
 
-    def __init__(self, root: Path = DEFAULT_DIR) -> None:
+
+def start_gunicorn(port: int, env: Mapping[str, str], log: Path, proc_name: str, metrics_dir: Path) -> int:
+    """One gunicorn master (gunicorn.conf.py, the app) on ``port`` in a session of its own;
+    returns its pid once /readyz answers 200 (StackError with the log tail otherwise)."""
+    env = {
+        **env,
+        "GUNICORN_BIND": f"{HOST}:{port}",
+        "GUNICORN_PROC_NAME": proc_name,
+        # Several workers: /metrics sums their per-process files (gunicorn.conf.py empties it).
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
+    argv = [str(VENV_BIN / "gunicorn"), "-c", str(GUNICORN_CONF), "app:create_app()"]
+    proc = _spawn(argv, log, env)
+    url = f"http://{HOST}:{port}"
+    ready = wait_until(lambda: proc.poll() is not None or _http_ok(url + "/readyz"), 60)
+    if not ready or proc.poll() is not None:
+        stop_group(proc.pid, "gunicorn", signal.SIGTERM, 10)
+        raise StackError(f"gunicorn did not get ready on {url} (exit {proc.poll()}):\n{_tail(log)}")
+    say(f"gunicorn up on {port} (workers {children(proc.pid)})")
+    return proc.pid
+
+
+def start_nginx(values: Mapping[str, str], nginx_dir: Path, log_dir: Path, port: int) -> int:
+    """Render nginx.conf with ``values`` into ``nginx_dir``, check it, start Nginx in a session of
+    its own; returns the master's pid once /healthz answers through it."""
+    conf = nginx_dir / "nginx.conf"
+    conf.write_text(render_nginx(values))
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    base = [nginx, "-p", str(nginx_dir), "-c", str(conf)]
+    _run([*base, "-t", "-q"], os.environ, "nginx -t")
+    log = log_dir / "nginx.log"
+    proc = _spawn([*base, "-g", "daemon off;"], log, os.environ)
+    url = f"http://{HOST}:{port}"
+    ready = wait_until(lambda: proc.poll() is not None or _http_ok(url + "/healthz"), 30)
+    if not ready or proc.poll() is not None:
+        stop_group(proc.pid, "nginx", signal.SIGQUIT, 10)
+        error_log = _tail(log_dir / "nginx-error.log")
+        raise StackError(f"nginx did not answer on {url} (exit {proc.poll()}):\n{_tail(log)}\n{error_log}")
+    say(f"nginx up on {port}")
+    return proc.pid
+
+
+def check_ports_free(ports: Mapping[str, int]) -> None:
+    busy = [f"{name} {port}" for name, port in ports.items() if not _port_free(port)]
+    if busy:
+        raise StackError(f"ports in use on {HOST}: {', '.join(busy)} (set the *_PORT(S) keys in the environment)")
+
+
+def leftovers(services: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """``name pid N`` for every process of the services (leaders and their groups) still alive."""
+    return [
+        f"{name} pid {pid}"
+        for name, info in services.items()
+        for pid in ([info["pid"]] if alive(info.get("pid")) else []) + group_members(info.get("pid") or -1)
+    ]
+
+
+# --- state ----------------------------------------------------------------------------------------
+class StateDir:
+    """A directory of detached servers: data, logs, Nginx's files and ``state.json`` (mode 0600)."""
+
+    def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
         self.state_file = self.root / "state.json"
         self.logs = self.root / "logs"
@@ -248,6 +341,30 @@ class Stack:
         tmp.write_text(json.dumps(state, indent=2) + "\n")
         tmp.chmod(0o600)  # it carries SECRET_KEY
         tmp.replace(self.state_file)
+
+    def _prepare_dirs(self) -> None:
+        for d in (self.root, self.logs, self.nginx_dir, self.static_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:  # Nginx workers run as nobody: they must reach the cache and static dirs
+            for parent in [self.root, *self.root.parents]:
+                if not (mode := parent.stat().st_mode) & 0o001:
+                    parent.chmod(mode | 0o001)
+
+    def _secret(self, environ: Mapping[str, str]) -> str:
+        if environ.get("SECRET_KEY"):
+            return environ["SECRET_KEY"]
+        path = self.root / "secret_key"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+class Stack(StateDir):
+    """One stack rooted at ``root`` (default .stack/): its files, its state, up/down/status."""
+
+    def __init__(self, root: Path = DEFAULT_DIR) -> None:
+        super().__init__(root)
 
     def running(self, state: dict[str, Any]) -> dict[str, bool]:
         services = state.get("services", {})
@@ -268,9 +385,7 @@ class Stack:
         self._prepare_dirs()
         _run(["bash", str(REPO / "scripts" / "ensure-servers.sh")], environ, "scripts/ensure-servers.sh")
         ports = {name: int(settings[f"{name.upper()}_PORT"]) for name in ("postgres", "redis", "app", "nginx")}
-        busy = [f"{name} {port}" for name, port in ports.items() if not _port_free(port)]
-        if busy:
-            raise StackError(f"ports in use on {HOST}: {', '.join(busy)} (set *_PORT in the environment)")
+        check_ports_free(ports)
         state = {"version": STATE_VERSION, "dir": str(self.root), "started_at": time.time(), "services": {}}
         try:
             self._up(state, settings, ports, environ)
@@ -280,23 +395,6 @@ class Stack:
             self.down()
             raise
         return state
-
-    def _prepare_dirs(self) -> None:
-        for d in (self.root, self.logs, self.nginx_dir, self.static_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:  # Nginx workers run as nobody: they must reach the cache and static dirs
-            for parent in [self.root, *self.root.parents]:
-                if not (mode := parent.stat().st_mode) & 0o001:
-                    parent.chmod(mode | 0o001)
-
-    def _secret(self, environ: Mapping[str, str]) -> str:
-        if environ.get("SECRET_KEY"):
-            return environ["SECRET_KEY"]
-        path = self.root / "secret_key"
-        if not path.exists():
-            path.write_text(secrets.token_urlsafe(48))
-            path.chmod(0o600)
-        return path.read_text().strip()
 
     def _up(
         self, state: dict[str, Any], settings: dict[str, str], ports: dict[str, int], environ: dict[str, str]
@@ -329,12 +427,9 @@ class Stack:
         }
         state["env"] = {key: app_env[key] for key in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")}
         state["database_url"], state["redis_url"] = app_env["DATABASE_URL"], app_env["REDIS_URL"]
-        flask = [str(VENV_BIN / "flask"), "--app", "app"]
-        t1 = time.monotonic()
-        _run([*flask, "db", "upgrade"], app_env, "flask db upgrade")
         posts = settings.get("STACK_POSTS", "100000")
-        _run([*flask, "seed", "--posts", posts, "--if-empty", "--no-progress"], app_env, "flask seed")
-        say(f"migrated and seeded ({posts} posts if it was empty; {time.monotonic() - t1:.1f} s)")
+        took = migrate_and_seed(app_env, posts)
+        say(f"migrated and seeded ({posts} posts if it was empty; {took:.1f} s)")
 
         self._start_app(state, app_env, ports["app"])
         self._start_nginx(state, settings, ports["nginx"])
@@ -349,42 +444,16 @@ class Stack:
         say(f"up in {time.monotonic() - t0:.1f} s; state in {self.state_file}")
 
     def _start_app(self, state: dict[str, Any], app_env: dict[str, str], port: int) -> None:
-        env = {
-            **app_env,
-            "GUNICORN_BIND": f"{HOST}:{port}",
-            "GUNICORN_PROC_NAME": f"readwire-stack-{port}",
-            # Several workers: /metrics sums their per-process files (gunicorn.conf.py empties it).
-            "PROMETHEUS_MULTIPROC_DIR": str(self.root / "prometheus"),
-        }
         log = self.logs / "gunicorn.log"
-        argv = [str(VENV_BIN / "gunicorn"), "-c", str(GUNICORN_CONF), "app:create_app()"]
-        proc = _spawn(argv, log, env)
-        url = f"http://{HOST}:{port}"
-        state["services"]["app"] = {"url": url, "port": port, "pid": proc.pid}
+        pid = start_gunicorn(port, app_env, log, f"readwire-stack-{port}", self.root / "prometheus")
+        state["services"]["app"] = {"url": f"http://{HOST}:{port}", "port": port, "pid": pid}
         self.write_state(state)
-        if not wait_until(lambda: proc.poll() is not None or _http_ok(url + "/readyz"), 60):
-            raise StackError(f"gunicorn did not get ready on {url}:\n{_tail(log)}")
-        if proc.poll() is not None:
-            raise StackError(f"gunicorn exited ({proc.returncode}):\n{_tail(log)}")
-        say(f"gunicorn up on {port} (workers {children(proc.pid)})")
 
     def _start_nginx(self, state: dict[str, Any], settings: dict[str, str], port: int) -> None:
         values = nginx_values({**settings, "NGINX_PORT": str(port)}, self.nginx_dir, self.static_dir, self.logs)
-        conf = self.nginx_dir / "nginx.conf"
-        conf.write_text(render_nginx(values))
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        base = [nginx, "-p", str(self.nginx_dir), "-c", str(conf)]
-        _run([*base, "-t", "-q"], os.environ, "nginx -t")
-        log = self.logs / "nginx.log"
-        proc = _spawn([*base, "-g", "daemon off;"], log, os.environ)
-        url = f"http://{HOST}:{port}"
-        state["services"]["nginx"] = {"url": url, "port": port, "pid": proc.pid}
+        pid = start_nginx(values, self.nginx_dir, self.logs, port)
+        state["services"]["nginx"] = {"url": f"http://{HOST}:{port}", "port": port, "pid": pid}
         self.write_state(state)
-        if not wait_until(lambda: proc.poll() is not None or _http_ok(url + "/healthz"), 30):
-            raise StackError(f"nginx did not answer on {url}:\n{_tail(log)}\n{_tail(self.logs / 'nginx-error.log')}")
-        if proc.poll() is not None:
-            raise StackError(f"nginx exited ({proc.returncode}):\n{_tail(log)}")
-        say(f"nginx up on {port}")
 
     # --- down / status ------------------------------------------------------------------------------
     def down(self) -> list[str]:
@@ -402,14 +471,10 @@ class Stack:
             stop_group(pid, "redis-server", signal.SIGTERM, 10)
         if "postgres" in services:
             Postgres(self.root / "postgres", int(services["postgres"]["port"]), detached=True).stop()
-        leftovers = [
-            f"{name} pid {pid}"
-            for name, info in services.items()
-            for pid in ([info["pid"]] if alive(info.get("pid")) else []) + group_members(info.get("pid") or -1)
-        ]
-        if not leftovers:
+        left = leftovers(services)
+        if not left:
             self.state_file.unlink(missing_ok=True)
-        return leftovers
+        return left
 
     def lines(self, state: dict[str, Any]) -> Iterator[str]:
         for name in SERVICES:
@@ -432,9 +497,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(stack.lines(state)))
         return 0
     if args.command == "down":
-        leftovers = stack.down()
-        if leftovers:
-            print(f"stack: still running: {', '.join(leftovers)}", file=sys.stderr)
+        left = stack.down()
+        if left:
+            print(f"stack: still running: {', '.join(left)}", file=sys.stderr)
             return 1
         say("down: no process left")
         return 0

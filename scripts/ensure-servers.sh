@@ -2,6 +2,9 @@
 # Make sure the server binaries used by devstack/ and the tests are installed:
 # PostgreSQL (server), redis-server and nginx; with --bench also wrk (make serve-bench),
 # with --gate valgrind (make bench-gate).
+# `make cluster` needs nothing more: pg_basebackup comes with the server (postgresql-client-N is
+# a dependency), a Sentinel is `redis-server --sentinel` (Debian's redis-sentinel package only
+# adds a service unit and a symlink), redis-cli and redis-benchmark with redis-tools (a dependency).
 # Idempotent; silent when all are present.
 # Debian/Ubuntu only (apt-get). Service auto-start is suppressed during the install:
 # we run our own throwaway servers on random ports.
@@ -65,6 +68,7 @@ fi
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 
 pg_bindir >/dev/null || { echo "ensure-servers: PostgreSQL server binaries still missing" >&2; exit 1; }
+[[ -x "$(pg_bindir)/pg_basebackup" ]] || { echo "ensure-servers: pg_basebackup missing" >&2; exit 1; }
 have redis-server || { echo "ensure-servers: redis-server still missing" >&2; exit 1; }
 have nginx || { echo "ensure-servers: nginx still missing" >&2; exit 1; }
 [[ $bench -eq 0 ]] || have wrk || { echo "ensure-servers: wrk still missing" >&2; exit 1; }

@@ -5,15 +5,12 @@ checked to have left no process behind."""
 from __future__ import annotations
 
 import collections
-import contextlib
 import gzip
 import http.client
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from devstack.servers import free_port
+from devstack.servers import free_port, traversable_tmpdir
 from devstack.stack import alive, group_members, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,19 +123,6 @@ def live_processes_mentioning(text: str) -> list[str]:
     return [line for line in out.splitlines() if text in line and not line.split()[1].startswith("Z")]
 
 
-@contextlib.contextmanager
-def traversable_tmpdir(prefix: str) -> Iterator[Path]:
-    """A scratch dir under /tmp that other users can traverse (PostgreSQL runs as `postgres`,
-    Nginx workers as `nobody`). Not under pytest's basetemp: every pytest session that starts
-    on this machine resets /tmp/pytest-of-<user> to 0700, cutting those servers off mid-run."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    path.chmod(0o711)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 @pytest.fixture(scope="session")
 def stack() -> Iterator[StackInfo]:
     with traversable_tmpdir("readwire-stack-") as root:
@@ -185,12 +169,17 @@ class LoadResult:
 
 class Load:
     """Client threads sending GETs over keep-alive connections until stopped (bounded by
-    ``max_seconds``), recording every status and every transport error."""
+    ``max_seconds``), recording every status and every transport error. ``rate``: requests per
+    second across all threads at a steady pace (each thread on its own schedule), else as fast
+    as the threads go."""
 
-    def __init__(self, port: int, paths: Sequence[str], threads: int = 8, max_seconds: float = 60.0) -> None:
+    def __init__(
+        self, port: int, paths: Sequence[str], threads: int = 8, max_seconds: float = 60.0, rate: float | None = None
+    ) -> None:
         self.port = port
         self.paths = list(paths)
         self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+        self.interval = len(self.threads) / rate if rate else 0.0
         self.deadline = time.monotonic() + max_seconds
         self.stopping = threading.Event()
         self.result = LoadResult()
@@ -199,7 +188,11 @@ class Load:
     def _run(self, offset: int) -> None:
         conn: http.client.HTTPConnection | None = None
         i = offset
+        next_at = time.monotonic() + self.interval * offset / len(self.threads)
         while not self.stopping.is_set() and time.monotonic() < self.deadline:
+            if self.interval:
+                self.stopping.wait(max(0.0, next_at - time.monotonic()))
+                next_at += self.interval
             path = self.paths[i % len(self.paths)]
             i += len(self.threads)
             try:

@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_POSTS ?= 500
 
-.PHONY: install run test lint format clean stack stack-down stack-status serve-bench bench bench-gate bench-accept ab-gate loadtest
+.PHONY: install run test test-fast lint format clean stack stack-down stack-status serve-bench bench bench-gate bench-accept ab-gate loadtest
 
 $(STAMP): requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ run: install
 test: install
 	bash scripts/ensure-servers.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The inner loop: everything but the tests marked slow (stack, gunicorn, embedded, EXPLAIN, fuzzing).
+test-fast: install
+	bash scripts/ensure-servers.sh
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check app tests devstack bench loadtests gunicorn.conf.py

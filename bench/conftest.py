@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from app.extensions import db
-from devstack.servers import Postgres, Redis
+from devstack.servers import Postgres, Redis, traversable_tmpdir
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-not-for-production-0123456789"
@@ -23,18 +23,19 @@ BENCH_POSTS = int(os.environ.get("BENCH_POSTS", 5000))
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url() -> Iterator[str]:
     if url := os.environ.get("BENCH_DATABASE_URL"):
         yield url
         return
-    server = Postgres.start(tmp_path_factory.mktemp("pg"))
-    try:
-        with psycopg.connect(server.url, autocommit=True) as conn:
-            conn.execute('CREATE DATABASE "readwire_bench"')
-        base, _, _ = server.url.rpartition("/")
-        yield f"{base}/readwire_bench"
-    finally:
-        server.stop()
+    with traversable_tmpdir("readwire-bench-pg-") as tmp:  # not under pytest's basetemp (see there)
+        server = Postgres.start(tmp / "pg")
+        try:
+            with psycopg.connect(server.url, autocommit=True) as conn:
+                conn.execute('CREATE DATABASE "readwire_bench"')
+            base, _, _ = server.url.rpartition("/")
+            yield f"{base}/readwire_bench"
+        finally:
+            server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,19 @@ PG_TEST_SETTINGS = {
 _live: set[_Server] = set()
 
 
+@contextlib.contextmanager
+def traversable_tmpdir(prefix: str) -> Iterator[Path]:
+    """A scratch dir under /tmp that other users can traverse (PostgreSQL runs as `postgres`,
+    Nginx workers as `nobody`). Not under pytest's basetemp: every pytest session that starts
+    on this machine resets /tmp/pytest-of-<user> to 0700, cutting those servers off mid-run."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o711)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:

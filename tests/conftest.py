@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from app import create_app
 from app.cache.store import LocalStore
 from app.extensions import db
-from devstack.servers import Postgres, Redis
+from devstack.servers import Postgres, Redis, traversable_tmpdir
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-not-for-production-0123456789"
@@ -25,16 +25,18 @@ BASE_POSTS = 400  # the shared dataset: big enough for multi-page walks in every
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres | None]:
-    """The throwaway PostgreSQL server, or None when TEST_DATABASE_URL names one."""
+def pg_server() -> Iterator[Postgres | None]:
+    """The throwaway PostgreSQL server, or None when TEST_DATABASE_URL names one. Its directory is
+    not under pytest's basetemp (see traversable_tmpdir): the postgres user must reach it all run."""
     if os.environ.get("TEST_DATABASE_URL"):
         yield None
         return
-    server = Postgres.start(tmp_path_factory.mktemp("pg"))
-    try:
-        yield server
-    finally:
-        server.stop()
+    with traversable_tmpdir("readwire-test-pg-") as base:
+        server = Postgres.start(base / "pg")
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 @pytest.fixture(scope="session")

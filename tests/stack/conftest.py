@@ -5,15 +5,12 @@ checked to have left no process behind."""
 from __future__ import annotations
 
 import collections
-import contextlib
 import gzip
 import http.client
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from devstack.servers import free_port
+from devstack.servers import free_port, traversable_tmpdir
 from devstack.stack import alive, group_members, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,19 +121,6 @@ def live_processes_mentioning(text: str) -> list[str]:
     """`ps` lines (not zombies) whose command line mentions ``text``."""
     out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True, check=True).stdout
     return [line for line in out.splitlines() if text in line and not line.split()[1].startswith("Z")]
-
-
-@contextlib.contextmanager
-def traversable_tmpdir(prefix: str) -> Iterator[Path]:
-    """A scratch dir under /tmp that other users can traverse (PostgreSQL runs as `postgres`,
-    Nginx workers as `nobody`). Not under pytest's basetemp: every pytest session that starts
-    on this machine resets /tmp/pytest-of-<user> to 0700, cutting those servers off mid-run."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    path.chmod(0o711)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

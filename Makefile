@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_POSTS ?= 500
 
-.PHONY: install run test lint format clean stack stack-down stack-status cluster cluster-down cluster-status cluster-measure serve-bench bench bench-gate bench-accept ab-gate loadtest
+.PHONY: install run test test-fast test-lowest lint format clean stack stack-down stack-status cluster cluster-down cluster-status cluster-measure serve-bench bench bench-gate bench-accept ab-gate loadtest
 
 $(STAMP): requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,23 @@ run: install
 test: install
 	bash scripts/ensure-servers.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The inner loop: everything but the tests marked slow (stack, gunicorn, embedded, EXPLAIN, fuzzing).
+test-fast: install
+	bash scripts/ensure-servers.sh
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The fast tests on the LOWEST versions pyproject.toml declares (uv's lowest-direct resolution:
+# every direct dependency at its floor, the rest resolved against them), in a venv of their own.
+# compile + sync, not install: an existing venv is moved down to the floors, never left above them.
+LOWEST := .venv-lowest
+test-lowest: install
+	bash scripts/ensure-servers.sh
+	test -x $(LOWEST)/bin/python || $(BIN)/uv venv --quiet --python $(BIN)/python $(LOWEST)
+	$(BIN)/uv pip compile --quiet pyproject.toml --extra dev --resolution lowest-direct \
+		--python-version 3.11 -o $(LOWEST)/requirements.txt
+	$(BIN)/uv pip sync --quiet --python $(LOWEST)/bin/python $(LOWEST)/requirements.txt
+	$(LOWEST)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check app tests devstack bench loadtests gunicorn.conf.py
@@ -109,4 +126,4 @@ bench-accept: install
 	$(BIN)/python -m bench.gate accept --reason "$(REASON)" $(GATE_ARGS)
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOWEST) instance .pytest_cache .mypy_cache .ruff_cache

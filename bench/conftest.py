@@ -23,7 +23,7 @@ BENCH_POSTS = int(os.environ.get("BENCH_POSTS", 5000))
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url() -> Iterator[str]:
     if url := os.environ.get("BENCH_DATABASE_URL"):
         yield url
         return

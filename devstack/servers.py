@@ -44,6 +44,19 @@ PG_TEST_SETTINGS = {
 _live: set[_Server] = set()
 
 
+@contextlib.contextmanager
+def traversable_tmpdir(prefix: str) -> Iterator[Path]:
+    """A scratch dir under /tmp that other users can traverse (PostgreSQL runs as `postgres`,
+    Nginx workers as `nobody`). Not under pytest's basetemp: every pytest session that starts
+    on this machine resets /tmp/pytest-of-<user> to 0700, cutting those servers off mid-run."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o711)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:
@@ -157,6 +170,7 @@ class Postgres(_Server):
     def _run(self, *cmd: object) -> str:
         """Run a PostgreSQL binary; its stdout, or RuntimeError with its output."""
         argv = self._argv(*cmd)
+        self._grant_traversal()
         res = subprocess.run(argv, cwd=self.base_dir, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if res.returncode:
             raise RuntimeError(f"{shlex.join(argv)} failed ({res.returncode}):\n{res.stdout}{res.stderr}")
@@ -173,7 +187,15 @@ class Postgres(_Server):
             pw = pwd.getpwnam("postgres")
         for d in (self.base_dir, self.socket_dir):
             os.chown(d, pw.pw_uid, pw.pw_gid)
-        for parent in self.base_dir.parents:  # e.g. pytest's /tmp/pytest-of-root is 0700
+        self._grant_traversal()
+
+    def _grant_traversal(self) -> None:
+        """As root, let the postgres user reach base_dir: every parent gets o+x. Checked before each
+        command, not once: any pytest session starting on the machine (ours, or another user's
+        as root) resets /tmp/pytest-of-root to 0700, and pg_ctl stop/start then fail."""
+        if os.geteuid() != 0:
+            return
+        for parent in self.base_dir.parents:
             if not (mode := parent.stat().st_mode) & 0o001:
                 parent.chmod(mode | 0o001)
 

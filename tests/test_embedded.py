@@ -15,7 +15,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from devstack.servers import free_port
+
+pytestmark = pytest.mark.slow  # migrates, seeds and serves with gunicorn in a subprocess
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

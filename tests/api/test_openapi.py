@@ -195,6 +195,7 @@ def fuzz(operation: Any, mode: GenerationMode) -> None:
     check()
 
 
+@pytest.mark.slow  # ~8 s: schemathesis fuzzes every read
 def test_reads_conform_to_the_document(app: Flask, client: FlaskClient) -> None:
     schema = schemathesis.openapi.from_wsgi(DOCUMENT, app, config=FUZZ).include(method=["GET", "OPTIONS"])
     failures: dict[str, str] = {}

@@ -8,6 +8,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
+import pytest
 import redis
 from flask import Flask
 from sqlalchemy import select, text
@@ -80,6 +81,7 @@ def test_an_edit_changes_the_etag_and_the_next_read(cached_app: Flask) -> None:
     assert detail["title"] == "Edited title"
 
 
+@pytest.mark.slow  # ~5 s: two Python processes importing the app
 def test_write_is_visible_at_once_to_another_process(cached_app: Flask, redis_server: Redis, cache_db: str) -> None:
     post = top_post(cached_app)
     script = (
@@ -223,8 +225,6 @@ def test_database_down_serves_cached_pages_stale_and_503_otherwise(
     from tests.conftest import build_app
 
     if pg_server is None:
-        import pytest
-
         pytest.skip("needs the throwaway PostgreSQL server (TEST_DATABASE_URL given)")
     session_app = app  # other tests' app: its pooled connections die with the server
     app = build_app(cache_db, REDIS_URL=redis_server.url, CACHE_TTL_FEED=0.05)

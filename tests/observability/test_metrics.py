@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry
@@ -89,6 +90,7 @@ else:
 """
 
 
+@pytest.mark.slow  # ~4 s: three Python processes importing the app
 def test_multiprocess_mode_sums_the_workers(tmp_path: Path) -> None:
     directory = tmp_path / "prometheus"
     directory.mkdir()

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devstack.servers import free_port
+from devstack.servers import free_port, traversable_tmpdir
 from devstack.stack import ENV_FILE, nginx_placeholders, nginx_values, read_env_file, render_nginx
-from tests.stack.conftest import REPO, request, traversable_tmpdir, wait_for
+from tests.stack.conftest import REPO, request, wait_for
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 

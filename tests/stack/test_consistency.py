@@ -14,6 +14,8 @@ import pytest
 
 from tests.stack.conftest import OUTBOX_SWEEP, REPO, StackInfo, at_second_start, request, wait_for
 
+pytestmark = pytest.mark.slow  # stands up real servers (gunicorn, Nginx, PostgreSQL, Redis)
+
 PASSWORD = "stack-test-password-0123"
 EDGE_TTL = 1.0
 # Slack for the poll interval (20 ms) and the edge's refresh of the expired entry.

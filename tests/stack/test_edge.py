@@ -8,7 +8,11 @@ import re
 import time
 import uuid
 
+import pytest
+
 from tests.stack.conftest import StackInfo, at_second_start, request, wait_for
+
+pytestmark = pytest.mark.slow  # stands up real servers (gunicorn, Nginx, PostgreSQL, Redis)
 
 
 def test_up_printed_exactly_one_line_per_service(stack: StackInfo) -> None:

@@ -26,6 +26,8 @@ from devstack.servers import free_port
 from devstack.stack import children, end_session
 from tests.stack.conftest import REPO, StackInfo, request, wait_for
 
+pytestmark = pytest.mark.slow  # stands up real servers (gunicorn, Nginx, PostgreSQL, Redis)
+
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 CONF = str(REPO / "gunicorn.conf.py")
 SLOW_APP = "tests.stack.slow_app:app"

@@ -6,8 +6,12 @@ import os
 import signal
 import time
 
+import pytest
+
 from devstack.stack import children
 from tests.stack.conftest import WORKERS, Load, StackInfo, wait_for
+
+pytestmark = pytest.mark.slow  # stands up real servers (gunicorn, Nginx, PostgreSQL, Redis)
 
 UPSTREAM_FAILURE = ("upstream prematurely closed", "reset by peer", "Broken pipe", "upstream timed out")
 

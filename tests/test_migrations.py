@@ -20,7 +20,7 @@ from flask import Flask
 from flask_migrate import downgrade, upgrade
 
 from app.extensions import db
-from app.services.seed import seed
+from app.seed import seed
 from tests.conftest import REPO, build_app
 
 MIGRATIONS = str(REPO / "migrations")

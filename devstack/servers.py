@@ -446,19 +446,6 @@ class Sentinel(Redis):
 
 
 @contextlib.contextmanager
-def traversable_tmpdir(prefix: str) -> Iterator[Path]:
-    """A scratch dir under /tmp that other users can traverse (PostgreSQL runs as `postgres`,
-    Nginx workers as `nobody`). Not under pytest's basetemp: every pytest session that starts
-    on this machine resets /tmp/pytest-of-<user> to 0700, cutting those servers off mid-run."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    path.chmod(0o711)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@contextlib.contextmanager
 def throwaway_postgres(prefix: str = "readwire-pg-") -> Iterator[Postgres]:
     """A throwaway cluster in a traversable_tmpdir of its own, stopped and removed afterwards."""
     with traversable_tmpdir(prefix) as base:

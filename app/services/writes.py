@@ -17,9 +17,10 @@ the same transition. Everything goes through `db.session` (the cache tier listen
 flushes and commits), and each service commits exactly once.
 
 Publishing: a post's `published_at` is set to now the first time it is published and kept
-afterwards. Unpublishing or deleting keeps it, so re-publishing puts the post back at its
-original place in the feeds rather than on top (a republish is a correction, not news) and its
-position and cursors stay stable. Walkers already past that place will not see it again.
+afterwards (also by a soft delete, which is final: a deleted post cannot be edited again).
+Re-publishing an unpublished post therefore puts it back at its original place in the feeds
+rather than on top (a republish is a correction, not news), and its position and cursors stay
+stable; walkers already past that place will not see it again.
 """
 
 from __future__ import annotations

@@ -4,11 +4,11 @@ The same feed page (GET /api/v1/feed, 20 posts), the same app, the same real Red
 through the Flask test client:
 - readwire: the production path with its in-process layer on (the page and the generation
   counters mirrored in process: no Redis round trip on a hit);
-- readwire_redis: the same with CACHE_LOCAL_BYTES=0, so every hit GETs the entry from Redis;
+- readwire_redis: the same with CACHE_NEAR_BYTES=0, so every hit GETs the entry from Redis;
 - flask_caching: Readwire's own feed view wrapped in ``@cache.cached(query_string=True)`` on a
   ``RedisCache``: a hit is one GET and an unpickle of the stored Response.
 And a revalidation (If-None-Match with the ETag the client holds):
-- readwire answers 304 from the generation counters alone, without touching the stored page;
+- readwire answers 304 from the validator stored with the entry (the near copy: no round trip);
 - flask_caching returns the cached 200 with the whole body (it has no conditional handling);
 - flask_caching + make_conditional (what an app would bolt on) answers 304, but only after
   fetching and unpickling the whole entry.
@@ -56,7 +56,7 @@ def apps(app: Flask, database_url: str, redis_url: str) -> Iterator[dict[str, An
     """Readwire as configured, Readwire without its in-process layer, and Flask-Caching routes on
     the first app (registered before it serves a request), all on the harness's seeded database."""
     readwire = _build(database_url, redis_url)
-    readwire_redis = _build(database_url, redis_url, CACHE_LOCAL_BYTES=0)
+    readwire_redis = _build(database_url, redis_url, CACHE_NEAR_BYTES=0)
     cache = Cache(
         readwire,
         config={

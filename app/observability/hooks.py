@@ -67,6 +67,9 @@ class Observed:
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             headers.append(("X-Request-ID", request_id))
+            outcome = environ.get(CACHE_OUTCOME)
+            if outcome is not None:  # the page cache's outcome, for load tests and clients
+                headers.append(("X-App-Cache", "near_hit" if outcome == "hot_hit" else outcome))
             if self.metrics is not None or self.access is not None:
                 self._record(environ, int(status[:3]), started)
             return start_response(status, headers, exc_info)

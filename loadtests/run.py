@@ -840,7 +840,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--min-rate", type=float, default=10.0, help="lowest rate tried when stepping down (default 10)")
     c.add_argument("--resolution", type=float, default=0.10, help="bisect until within this fraction (default 0.10)")
     c.add_argument("--max-steps", type=int, default=12, help="at most this many steps (default 12)")
-    c.add_argument("--budget", type=parse_duration, default=480, help="no step starts past this (default 8m)")
+    c.add_argument(
+        "--budget", type=parse_duration, default=360, help="no step may end past this, warm-up included (default 6m)"
+    )
     c.add_argument("--warmup-rate", type=float, help="offered rate of the warm-up (default: the start rate)")
     c.add_argument("--user-rate", type=float, default=4.0, help="about this many req/s per user (default 4)")
     c.add_argument("--min-users", type=int, default=20, help="users at least (default 20)")

@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_POSTS ?= 500
 
-.PHONY: install run test test-fast test-lowest lint format clean stack stack-down stack-status cluster cluster-down cluster-status cluster-measure serve-bench bench bench-gate bench-accept ab-gate loadtest
+.PHONY: install run test test-fast test-lowest lint format clean stack stack-down stack-status cluster cluster-down cluster-status cluster-measure serve-bench bench bench-gate bench-accept ab-gate loadtest loadtest-compare
 
 $(STAMP): requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -107,10 +107,17 @@ bench-gate: install
 
 # Locust scenarios against the local stack (stood up and torn down unless one is running):
 # make loadtest SCENARIO=readers|pollers|mixed|cold|spike|smoke [LOADTEST_ARGS="--via app --duration 2m"]
+# make loadtest SCENARIO=capacity [LOADTEST_ARGS="--mix readers|pollers|mixed --via nginx|app"]: the knee
 SCENARIO ?= smoke
 loadtest: install
 	bash scripts/ensure-servers.sh
 	$(BIN)/python loadtests/run.py $(SCENARIO) $(LOADTEST_ARGS)
+
+# Two load-test reports side by side, ratio B/A per endpoint (Markdown + PNG):
+# make loadtest-compare RUN_A=loadtests/reports/<a> RUN_B=loadtests/reports/<b>
+loadtest-compare: install
+	@test -n "$(RUN_A)" -a -n "$(RUN_B)" || { echo 'usage: make loadtest-compare RUN_A=<report dir> RUN_B=<report dir>'; exit 2; }
+	$(BIN)/python loadtests/run.py compare $(RUN_A) $(RUN_B) $(COMPARE_ARGS)
 
 # Wall-clock A/B: working tree vs BASELINE (default: merge-base with main), interleaved wrk
 # runs, median of per-pair throughput ratios; fails below 0.90.

@@ -15,11 +15,15 @@ class Scenario:
     name: str
     summary: str
     writes: bool = False  # needs an editor account (LOADTEST_EDITOR_USERNAME/_PASSWORD, or the runner makes one)
-    flush_cache: bool = False  # the runner empties Redis before the run
+    flush_cache: bool = False  # the runner empties Redis before the measured run (after any warm-up)
+    warmup_s: int = 20  # default warm-up before measuring (the scenario's own load, not measured; 0: none)
+    warmup_with: str | None = None  # another scenario's locustfile and conf to warm up with (spike: readers)
+    capacity: bool = False  # the capacity search (run.py steps a mix's rate up; see loadtests/capacity.py)
+    mix: str | None = None  # the locustfile's scenario when it is another one's (capacity: readers by default)
 
     @property
     def locustfile(self) -> Path:
-        return HERE / "scenarios" / f"{self.name}.py"
+        return HERE / "scenarios" / f"{self.mix or self.name}.py"
 
     @property
     def conf(self) -> Path:
@@ -36,8 +40,17 @@ SCENARIOS = {
         Scenario("readers", "browsing readers (Zipf over every feed, detail, comments) and deep walkers"),
         Scenario("pollers", "conditional re-polls of subscribed first pages (If-None-Match, mostly 304)"),
         Scenario("mixed", "readers + pollers + editors writing, with read-after-write checks", writes=True),
-        Scenario("cold", "a uniform spread of keys on a flushed Redis (mostly misses)", flush_cache=True),
-        Scenario("spike", "readers at a baseline, a sudden 8x spike, back to baseline (LoadTestShape)"),
-        Scenario("smoke", "CI: ~25 s at a low rate, every user kind including writers", writes=True),
+        Scenario("cold", "a uniform spread of keys on a flushed Redis (mostly misses)", flush_cache=True, warmup_s=0),
+        Scenario(
+            "spike", "readers at a baseline, a sudden 8x spike, back to baseline (LoadTestShape)", warmup_with="readers"
+        ),
+        Scenario("smoke", "CI: ~25 s at a low rate, every user kind including writers", writes=True, warmup_s=10),
+        Scenario(
+            "capacity",
+            "step the offered rate of a mix up until an SLO breaks, bisect: the knee and what saturated",
+            capacity=True,
+            mix="readers",
+        ),
     )
 }
+MIXES = ("readers", "pollers", "mixed")  # the mixes a capacity search can run

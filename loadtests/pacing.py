@@ -6,6 +6,10 @@ slow down with the server (coordinated omission). A user that falls behind sends
 catches up; arrivals more than `max_backlog` seconds late are dropped and counted as omitted. The ledger
 then compares arrivals that were due with requests actually started: that ratio is the rate SLO.
 
+Each Locust process that runs users keeps its own ledger and writes it to RUN_DIR/parts/pacing-<pid>.json;
+`load_pacing` merges the parts of a distributed run (sums, and the schedule lags through HDR histograms).
+`rate_scale` turns a total offered rate into a factor on the per-user rates of a mix.
+
 Pure Python (time and randomness injected) so tests can drive it without locust.
 """
 
@@ -21,6 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadtests.timings import encode, merge_encoded, new_histogram
+
+PACING_FILE = "pacing.json"  # the merged ledger of a run (what the SLO check reads)
+PARTS_DIR = "parts"  # RUN_DIR/parts/pacing-<pid>.json: one ledger per Locust process that ran users
 Clock = Callable[[], float]
 MAX_BACKLOG = 5.0  # seconds: beyond this a late arrival is dropped (a real client would have given up)
 
@@ -99,6 +107,14 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
 
 
+def lag_histogram_text(lags: Sequence[float]) -> str:
+    """Schedule lags (s) as a base64 HDR histogram of microseconds (to merge the ledgers of several processes)."""
+    histogram = new_histogram()
+    for lag in lags:
+        histogram.record_value(max(0, min(round(lag * 1_000_000), histogram.highest_trackable_value)))
+    return encode(histogram)
+
+
 class PacingLedger:
     """Every pacer of the process by user class, plus named counters (e.g. poll outcomes)."""
 
@@ -139,6 +155,7 @@ class PacingLedger:
             lags = entry.pop("_lags")
             entry["ratio"] = round(entry["started"] / entry["due"], 4) if entry["due"] else None
             entry["lag_p99_ms"] = round(percentile(lags, 0.99) * 1000, 1)
+            entry["lag_hdr"] = lag_histogram_text(lags)
         due = sum(e["due"] for e in classes.values())
         started = sum(e["started"] for e in classes.values())
         return {
@@ -152,12 +169,104 @@ class PacingLedger:
             "classes": classes,
             "intervals": intervals,
             "counters": dict(self.counters),
+            "lag_hdr": lag_histogram_text(all_lags),
         }
 
     def write(self, path: Path, until: float | None = None) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.summary(until), indent=2) + "\n")
 
 
 def target_rate_at(intervals: Sequence[Sequence[Any]], t: float) -> float:
     """Requests/s the schedule asked for at wall-clock second `t` (sum of the rates of users active then)."""
     return sum(rate for start, stop, rate in intervals if start <= t and (stop is None or t < stop))
+
+
+def merge(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One ledger summary from the summaries of several processes: counts summed, intervals joined, schedule
+    lag percentiles from the merged lag histograms (HDR: within 0.1% of the exact value)."""
+
+    def lag_ms(histogram_texts: Sequence[str]) -> dict[str, float]:
+        merged = merge_encoded(histogram_texts)
+        if not merged.get_total_count():
+            return {"p50": 0.0, "p99": 0.0, "max": 0.0}
+        return {
+            "p50": round(merged.get_value_at_percentile(50) / 1000, 1),
+            "p99": round(merged.get_value_at_percentile(99) / 1000, 1),
+            "max": round(merged.get_max_value() / 1000, 1),
+        }
+
+    classes: dict[str, dict[str, Any]] = {}
+    class_lags: dict[str, list[str]] = {}
+    counters: dict[str, int] = {}
+    for part in parts:
+        for name, entry in part.get("classes", {}).items():
+            merged = classes.setdefault(
+                name, {"users": 0, "rate_per_user": entry["rate_per_user"], "due": 0, "started": 0, "omitted": 0}
+            )
+            for key in ("users", "due", "started", "omitted"):
+                merged[key] += entry.get(key, 0)
+            class_lags.setdefault(name, []).append(entry.get("lag_hdr", ""))
+        for name, value in part.get("counters", {}).items():
+            counters[name] = counters.get(name, 0) + value
+    for name, entry in classes.items():
+        entry["ratio"] = round(entry["started"] / entry["due"], 4) if entry["due"] else None
+        entry["lag_p99_ms"] = lag_ms(class_lags[name])["p99"]
+        entry["lag_hdr"] = encode(merge_encoded(class_lags[name]))
+    due = sum(p.get("due", 0) for p in parts)
+    started = sum(p.get("started", 0) for p in parts)
+    lags = lag_ms([p.get("lag_hdr", "") for p in parts])
+    return {
+        "due": due,
+        "started": started,
+        "ratio": round(started / due, 4) if due else None,
+        "omitted": sum(p.get("omitted", 0) for p in parts),
+        "lag_p50_ms": lags["p50"],
+        "lag_p99_ms": lags["p99"],
+        "lag_max_ms": lags["max"],
+        "classes": classes,
+        "intervals": [interval for p in parts for interval in p.get("intervals", [])],
+        "counters": counters,
+        "lag_hdr": encode(merge_encoded([p.get("lag_hdr", "") for p in parts])),
+        "processes": len(parts),
+    }
+
+
+def part_path(run_dir: Path, pid: int) -> Path:
+    return run_dir / PARTS_DIR / f"pacing-{pid}.json"
+
+
+def load_pacing(run_dir: Path, write: bool = False) -> dict[str, Any]:
+    """The run's ledger: pacing.json when present, else the merged parts ({} when neither exists); `write`
+    saves a merge as pacing.json."""
+    path = run_dir / PACING_FILE
+    if path.exists():
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+    parts = [json.loads(p.read_text()) for p in sorted((run_dir / PARTS_DIR).glob("pacing-*.json"))]
+    if not parts:
+        return {}
+    merged = merge(parts)
+    if write:
+        path.write_text(json.dumps(merged, indent=2) + "\n")
+    return merged
+
+
+def rate_scale(offered: float, users: int, classes: Sequence[tuple[int, int, float]]) -> float:
+    """The factor on the per-user rates of the weighted user classes that makes `users` users offer `offered`
+    requests/s in all. `classes`: (weight, fixed_count, rate per user) per class. Fixed-count classes (writers,
+    checkers) keep their rate: the read mix scales around them. Users split by weight as Locust splits them
+    (so the result is exact when the weights divide the weighted users evenly)."""
+    if offered <= 0 or users <= 0:
+        raise ValueError("the offered rate and the users must be > 0")
+    fixed_users = sum(fixed for _, fixed, _ in classes if fixed)
+    fixed_rate = sum(fixed * rate for _, fixed, rate in classes if fixed)
+    weighted = [(weight, rate) for weight, fixed, rate in classes if not fixed and weight > 0]
+    weighted_users = users - fixed_users
+    if not weighted or weighted_users <= 0:
+        raise ValueError("no weighted user class to scale (or fewer users than the fixed-count classes take)")
+    mean_rate = sum(w * r for w, r in weighted) / sum(w for w, _ in weighted)
+    base = weighted_users * mean_rate
+    if offered <= fixed_rate:
+        raise ValueError(f"the fixed-count classes alone send {fixed_rate:g} req/s, more than {offered:g}")
+    return (offered - fixed_rate) / base

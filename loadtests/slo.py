@@ -8,22 +8,27 @@ the generator dropped arrivals it could not send) and max_lag_p99_ms (how late r
 their scheduled arrival: a generator that keeps up only by sending late measures latency from the wrong
 moment); optionally min_not_modified_ratio (pollers: share of conditional polls answered 304); and a
 [max_failures] table capping failures per request name (fnmatch patterns, e.g. "consistency: *" = 0).
+
+The percentiles are exact when the run kept its per-request log (loadtests/timings.py: HDR histograms of
+every request's response time); only a run without one falls back on Locust's rounded statistics.
 """
 
 from __future__ import annotations
 
 import csv
 import fnmatch
-import json
 import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadtests import timings
+from loadtests.pacing import load_pacing
+
 CSV_PREFIX = "locust"  # the runner passes --csv RUN_DIR/locust
 FINAL_PREFIX = "locust_final"  # the same tables written by loadtests/users.py at exit: Locust's own CSVs lag ~1 s
-PACING_FILE = "pacing.json"
+EXACT, ROUNDED = "exact (HDR, per-request log)", "Locust (rounded)"
 _KNOWN_KEYS = {
     "description",
     "measured",
@@ -99,6 +104,7 @@ class Measured:
     counters: dict[str, int]
     duration_s: float | None
     harness_errors: int = 0
+    percentiles: str = ROUNDED  # where p50/p95/p99/max come from
 
     @property
     def failure_ratio(self) -> float:
@@ -131,6 +137,7 @@ class Measured:
             "not_modified_ratio": None if self.not_modified_ratio is None else round(self.not_modified_ratio, 4),
             "duration_s": self.duration_s,
             "harness_errors": self.harness_errors,
+            "percentiles": self.percentiles,
             "failures_by_name": self.failures_by_name,
             "counters": self.counters,
         }
@@ -151,6 +158,17 @@ def _history_span(path: Path) -> float | None:
     return float(stamps[-1] - stamps[0]) if len(stamps) > 1 else None
 
 
+def schedule_span(pacing: dict[str, Any]) -> float | None:
+    """Seconds from the first user's schedule start to the last one's stop (the span the target rate is over)."""
+    intervals = pacing.get("intervals") or []
+    if not intervals:
+        return None
+    start = min(float(i[0]) for i in intervals)
+    stops = [float(i[1]) for i in intervals if i[1] is not None]
+    end = max(stops, default=start)
+    return round(end - start, 2) if end > start else None
+
+
 def stats_path(run_dir: Path, table: str = "stats") -> Path:
     """A final table of a run (stats, failures, exceptions): the one written at exit if any, else Locust's CSV."""
     final = run_dir / f"{FINAL_PREFIX}_{table}.csv"
@@ -168,7 +186,8 @@ def _harness_errors(run_dir: Path) -> int:
 
 
 def measure(run_dir: Path) -> Measured:
-    """The whole-run figures of a run directory (its final stats table, pacing.json and locust exceptions)."""
+    """The whole-run figures of a run directory: counts from its final stats table, percentiles from its request
+    log (else the stats table), the pacing ledger (pacing.json or the processes' parts), locust exceptions."""
     path = stats_path(run_dir)
     if not path.exists():
         raise SloError(f"{path} is missing: did locust run with --csv {run_dir / CSV_PREFIX}?")
@@ -181,19 +200,26 @@ def measure(run_dir: Path) -> Measured:
     for row in rows:
         if row["Name"] != "Aggregated" and int(row["Failure Count"]):
             by_name[row["Name"]] = by_name.get(row["Name"], 0) + int(row["Failure Count"])
-    pacing: dict[str, Any] = {}
-    if (run_dir / PACING_FILE).exists():
-        pacing = json.loads((run_dir / PACING_FILE).read_text())
-    duration = _history_span(run_dir / f"{CSV_PREFIX}_stats_history.csv")
+    pacing = load_pacing(run_dir)
+    duration = schedule_span(pacing) or _history_span(run_dir / f"{CSV_PREFIX}_stats_history.csv")
     due = pacing.get("due")
+    exact = timings.load_overall(run_dir)
+    rps = round(float(total["Requests/s"]), 2)
+    if exact is not None:
+        p50, p95, p99, top, source = exact.p50_ms, exact.p95_ms, exact.p99_ms, exact.max_ms, EXACT
+        if duration:  # requests sent over the same span as the target rate
+            rps = round(exact.count / duration, 2)
+    else:
+        p50, p95, p99 = _number(total["50%"]), _number(total["95%"]), _number(total["99%"])
+        top, source = _number(total["100%"]), ROUNDED
     return Measured(
         requests=int(total["Request Count"]),
         failures=int(total["Failure Count"]),
-        rps=round(float(total["Requests/s"]), 2),
-        p50_ms=_number(total["50%"]),
-        p95_ms=_number(total["95%"]),
-        p99_ms=_number(total["99%"]),
-        max_ms=_number(total["100%"]),
+        rps=rps,
+        p50_ms=p50,
+        p95_ms=p95,
+        p99_ms=p99,
+        max_ms=top,
         failures_by_name=by_name,
         due=due,
         started=pacing.get("started"),
@@ -202,6 +228,7 @@ def measure(run_dir: Path) -> Measured:
         counters=pacing.get("counters", {}),
         duration_s=duration,
         harness_errors=_harness_errors(run_dir),
+        percentiles=source,
     )
 
 

@@ -15,6 +15,13 @@ compare what it achieved with what it asked for.
 Every body a reader parses is judged against the shared ConsistencyLedger (loadtests/consistency.py): a
 violation is fired as a failed Locust request of type CHECK named after it ("consistency: stale title") and
 logged to RUN_DIR/violations.jsonl.
+
+Every process that runs users (the local runner, or each worker of a distributed run: `--processes N`) logs
+every request's exact timing and cache headers to RUN_DIR/requests/<pid>.csv (loadtests/timings.py) and
+writes its pacing ledger to RUN_DIR/parts/pacing-<pid>.json; the runner merges them. The ledgers live in one
+process: in a distributed run, a read is judged only against the writes of writers in its own process.
+`--offered-rate R` scales the per-user rates of the weighted classes so that --users users offer R req/s in
+all (pacing.rate_scale): the capacity search sets it per step.
 """
 
 from __future__ import annotations
@@ -34,15 +41,18 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import gevent
+import orjson
 from locust import FastHttpUser, events, tag, task
 from locust.env import Environment
 from locust.exception import StopUser
+from locust.runners import MasterRunner, WorkerRunner
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
 from loadtests.catalog import EDITOR_PASSWORD_ENV, EDITOR_USERNAME_ENV
 from loadtests.consistency import ConsistencyLedger, FeedKey, Violation, feed_key, order_violation
-from loadtests.pacing import Pacer, PacingLedger
-from loadtests.slo import FINAL_PREFIX, PACING_FILE
+from loadtests.pacing import Pacer, PacingLedger, part_path, rate_scale
+from loadtests.slo import FINAL_PREFIX
+from loadtests.timings import LOG_DIR, RequestLog
 from loadtests.zipf import ZipfPicker
 
 log = logging.getLogger("readwire.loadtests")
@@ -78,6 +88,12 @@ def _add_options(parser: Any) -> None:
     add("--discover-pages", type=int, default=10, help="Global feed pages of 100 read at start to find authors.")
     add("--spike-baseline", type=int, default=20, help="SpikeShape: users before and after the spike.")
     add("--spike-peak", type=int, default=160, help="SpikeShape: users during the spike.")
+    add(
+        "--offered-rate",
+        type=float,
+        default=0.0,
+        help="Total requests/s for --users users: scales the weighted classes' per-user rates (0: as given).",
+    )
 
 
 def option(env: Environment, name: str, default: Any) -> Any:
@@ -146,13 +162,32 @@ def discover(host: str, pages: int) -> Catalog:
 
 
 class Shared:
-    """Process-wide state: the catalog, the consistency and pacing ledgers, the report folder."""
+    """Process-wide state: the catalog, the consistency and pacing ledgers, the report folder, the request log."""
 
     catalog: Catalog | None = None
     ledger = ConsistencyLedger()
     pacing = PacingLedger()
     run_dir: Path | None = None
     violations = 0
+    request_log: RequestLog | None = None
+    rate_scale = 1.0  # on the weighted classes' per-user rates (--offered-rate)
+
+
+def is_master(environment: Environment) -> bool:
+    """The master of a distributed run: it runs no users (its workers do, and report to it)."""
+    return isinstance(environment.runner, MasterRunner)
+
+
+def offered_scale(environment: Environment) -> float:
+    offered = float(option(environment, "offered_rate", 0.0) or 0.0)
+    if offered <= 0:
+        return 1.0
+    classes = [
+        (int(cls.weight), int(cls.fixed_count), float(option(environment, cls.rate_option, cls.rate_default)))
+        for cls in environment.user_classes
+        if issubclass(cls, ApiUser)
+    ]
+    return rate_scale(offered, int(option(environment, "num_users", 1) or 1), classes)
 
 
 @events.test_start.add_listener
@@ -160,6 +195,11 @@ def _on_test_start(environment: Environment, **_: Any) -> None:
     Shared.ledger = ConsistencyLedger(float(option(environment, "consistency_bound", 0.0)))
     run_dir = option(environment, "run_dir", "")
     Shared.run_dir = Path(run_dir) if run_dir else None
+    if is_master(environment):
+        return
+    Shared.rate_scale = offered_scale(environment)
+    if Shared.run_dir is not None and Shared.request_log is None:
+        Shared.request_log = RequestLog(Shared.run_dir / LOG_DIR / f"{os.getpid()}.csv")
     if Shared.catalog is None:
         if not environment.host:
             raise RuntimeError("no target: pass --host")
@@ -171,15 +211,47 @@ def _on_test_start(environment: Environment, **_: Any) -> None:
         )  # fmt: skip
 
 
-def _write_pacing(**_: Any) -> None:
-    if Shared.run_dir is not None:
-        Shared.pacing.write(Shared.run_dir / PACING_FILE)
+@events.request.add_listener
+def _log_request(
+    request_type: str,
+    name: str,
+    response_time: float,
+    response: Any = None,
+    exception: Any = None,
+    start_time: float | None = None,
+    **_: Any,
+) -> None:
+    """Every request's exact timing and cache headers (Locust's own statistics round them)."""
+    log = Shared.request_log
+    if log is None:
+        return
+    headers = getattr(response, "headers", None) if response is not None else None
+    status = int(getattr(response, "status_code", 0) or 0) if response is not None else 0
+    edge = (headers.get("X-Cache-Status") or "") if headers else ""
+    app = (headers.get("X-App-Cache") or "") if headers else ""
+    started = start_time if start_time is not None else time.time() - response_time / 1000
+    log.record(started, request_type, name, status, exception is None, response_time or 0.0, edge, app)
+
+
+def _write_pacing(environment: Environment, **_: Any) -> None:
+    """This process's ledger and request log, once its users have stopped (not the master's: it has none)."""
+    if Shared.run_dir is None or is_master(environment):
+        return
+    Shared.pacing.write(part_path(Shared.run_dir, os.getpid()))
+    if Shared.request_log is not None:
+        Shared.request_log.flush()
+
+
+def _close_request_log(**_: Any) -> None:
+    if Shared.request_log is not None:
+        Shared.request_log.close()
 
 
 def _write_final_stats(environment: Environment, **_: Any) -> None:
     """Locust rewrites its CSVs once a second and not at exit, so they miss the last second: these are the same
-    tables (stats, failures, exceptions) written once every user has stopped; the SLO check reads them."""
-    if Shared.run_dir is None:
+    tables (stats, failures, exceptions) written once every user has stopped; the SLO check reads them. Only
+    where the whole run's statistics are: the local runner, or the master of a distributed run."""
+    if Shared.run_dir is None or isinstance(environment.runner, WorkerRunner):
         return
     table = StatsCSV(environment, PERCENTILES_TO_REPORT)
     for name, write in (
@@ -194,6 +266,7 @@ def _write_final_stats(environment: Environment, **_: Any) -> None:
 events.test_stop.add_listener(_write_pacing)
 events.quitting.add_listener(_write_pacing)
 events.quitting.add_listener(_write_final_stats)
+events.quitting.add_listener(_close_request_log)
 
 
 class ConsistencyViolation(Exception):
@@ -300,6 +373,8 @@ class ApiUser(FastHttpUser):
     def on_start(self) -> None:
         self.rng = random.Random()
         rate = float(option(self.environment, self.rate_option, self.rate_default))
+        if not self.fixed_count:
+            rate *= Shared.rate_scale
         self.pacer = Shared.pacing.add(type(self).__name__, Pacer(rate, self.rng))
         self.scope_kinds = [k for k in SCOPE_WEIGHTS if k != "popular" or tag_enabled(self.environment, "popular")]
         gevent.sleep(self.pacer.begin())
@@ -331,8 +406,8 @@ class ApiUser(FastHttpUser):
             body = None
             if status == 200:
                 try:
-                    body = resp.json()
-                except ValueError:
+                    body = orjson.loads(resp.content)  # ~4x json's speed: generator CPU is the budget here
+                except (ValueError, TypeError):
                     resp.failure("200 with a body that is not JSON")
                     return Fetched(status, None, started, None, {})
             resp.success()
@@ -389,7 +464,7 @@ class ApiUser(FastHttpUser):
         started, path = time.monotonic(), f"{API}/posts/{post_id}"
         with self.client.get(path, name=name, catch_response=True) as resp:
             if resp.status_code == 200:
-                body: dict[str, Any] = resp.json()
+                body: dict[str, Any] = orjson.loads(resp.content)
                 resp.success()
                 if (violation := Shared.ledger.judge_seen(post_id, body["title"], started)) is not None:
                     self.judge([violation], path, evidence(resp.headers))

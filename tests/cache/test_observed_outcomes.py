@@ -57,6 +57,17 @@ def test_miss_then_near_hit_then_304(make_app) -> None:  # type: ignore[no-untyp
     assert delta(before, outcomes()) == {"miss": 1, "near_hit": 1, "not_modified": 1}
 
 
+def test_the_outcome_travels_in_x_app_cache(make_app) -> None:  # type: ignore[no-untyped-def]
+    """What load tests split latency by: the page cache's outcome on every cached GET."""
+    client = make_app().test_client()
+    first = client.get(FEED)
+    second = client.get(FEED)
+    not_modified = client.get(FEED, headers={"If-None-Match": first.headers["ETag"]})
+    assert [r.headers.get("X-App-Cache") for r in (first, second, not_modified)] == ["miss", "near_hit", "not_modified"]
+    assert "X-App-Cache" not in client.get("/healthz").headers  # not a cached read
+    assert make_app(CACHE_NEAR_BYTES=0).test_client().get(FEED).headers["X-App-Cache"] == "hit"
+
+
 def test_a_hit_from_redis_when_nothing_is_kept_in_process(make_app) -> None:  # type: ignore[no-untyped-def]
     client = make_app(CACHE_NEAR_BYTES=0).test_client()
     before = outcomes()

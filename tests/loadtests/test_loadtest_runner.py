@@ -63,3 +63,27 @@ def test_no_stack_needs_a_target(capsys: pytest.CaptureFixture[str]) -> None:
     assert run.main(["readers", "--no-stack"]) == 2
     assert "--no-stack needs --target" in capsys.readouterr().err
     assert run.main(["--list"]) == 0
+
+
+def test_capacity_runs_a_mix_and_only_capacity_takes_one(capsys: pytest.CaptureFixture[str]) -> None:
+    capacity = SCENARIOS["capacity"]
+    assert capacity.capacity and capacity.locustfile == SCENARIOS["readers"].locustfile
+    conf = run.read_conf(capacity.conf)
+    assert run.parse_duration(conf["run-time"]) == 15 and int(conf["processes"]) >= 1
+    assert run.main(["readers", "--mix", "pollers", "--no-stack", "--target", "http://127.0.0.1:9"]) == 2
+    assert "--mix is for the capacity scenario" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("rate", "users"), [(10, 20), (100, 25), (1000, 250), (5000, 300)])
+def test_users_grow_with_the_rate_within_bounds(rate: float, users: int) -> None:
+    args = run.build_parser().parse_args(["capacity"])
+    assert run.users_for(rate, args) == users
+    fixed = run.build_parser().parse_args(["capacity", "--users", "64"])
+    assert run.users_for(rate, fixed) == 64
+
+
+def test_warmup_and_processes_options() -> None:
+    args = run.build_parser().parse_args(["readers", "--warmup", "0", "--processes", "3"])
+    assert (args.warmup, args.processes) == (0, 3)
+    assert run.build_parser().parse_args(["readers", "--warmup", "45s"]).warmup == 45
+    assert SCENARIOS["cold"].warmup_s == 0 and SCENARIOS["readers"].warmup_s > 0

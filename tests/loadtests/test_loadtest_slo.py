@@ -146,7 +146,7 @@ def test_the_table_lists_slo_and_measurement_side_by_side(run_dir: Path, tmp_pat
     assert "<= 21 ms" in row and "22 ms" in row and row.rstrip().endswith("BREACH")
 
 
-@pytest.mark.parametrize("name", ["readers", "pollers", "mixed", "cold", "spike", "smoke"])
+@pytest.mark.parametrize("name", ["readers", "pollers", "mixed", "cold", "spike", "smoke", "capacity"])
 def test_every_scenario_slo_file_loads(name: str) -> None:
     from loadtests.catalog import SCENARIOS
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -60,3 +60,23 @@ def sql(cached_app: Flask) -> Iterator[StatementLog]:
     event.listen(engine, "before_cursor_execute", record)
     yield seen
     event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.fixture
+def make_app(cache_db: str, redis_server: Redis, redis_client: redis.Redis) -> Iterator[Callable[..., Flask]]:
+    """Apps on the cache tests' database and Redis with settings of the test's own (each its own
+    process state, as separate workers are); their background refreshes end before teardown."""
+    from app.extensions import page_cache
+
+    built: list[Flask] = []
+
+    def make(**overrides: Any) -> Flask:
+        application = build_app(cache_db, **{"REDIS_URL": redis_server.url, **CACHE_CONFIG, **overrides})
+        built.append(application)
+        return application
+
+    yield make
+    for application in built:
+        page_cache.pages(application).wait_for_refreshes()
+        with application.app_context():
+            db.engine.dispose()

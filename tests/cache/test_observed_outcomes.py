@@ -5,18 +5,13 @@ through Redis by every process, and kept in-process while Redis is unreachable."
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
-import pytest
-import redis
 from flask import Flask
 
 from app.cache.keys import PREFIX
-from app.extensions import db, metrics
+from app.extensions import metrics
 from app.observability.metrics import REGISTRY
-from devstack.servers import Redis, free_port
-from tests.cache.conftest import CACHE_CONFIG
-from tests.conftest import build_app
+from devstack.servers import free_port
 
 FEED = "/api/v1/feed?limit=7"
 
@@ -31,21 +26,6 @@ def outcomes(endpoint: str = "feeds.global_feed") -> dict[str, float]:
 
 def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     return {name: after[name] - before[name] for name in after if after[name] != before[name]}
-
-
-@pytest.fixture
-def make_app(cache_db: str, redis_server: Redis, redis_client: redis.Redis) -> Iterator[object]:
-    built: list[Flask] = []
-
-    def make(**overrides: object) -> Flask:
-        application = build_app(cache_db, **{"REDIS_URL": redis_server.url, **CACHE_CONFIG, **overrides})
-        built.append(application)
-        return application
-
-    yield make
-    for application in built:
-        with application.app_context():
-            db.engine.dispose()
 
 
 def test_miss_then_near_hit_then_304(make_app) -> None:  # type: ignore[no-untyped-def]

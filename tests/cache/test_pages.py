@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,27 +15,10 @@ from flask import Flask
 from redis.connection import Connection
 
 from app.cache.keys import generation_key
-from app.extensions import db, page_cache
-from devstack.servers import Redis, free_port
-from tests.cache.conftest import CACHE_CONFIG, StatementLog
+from app.extensions import page_cache
+from devstack.servers import free_port
+from tests.cache.conftest import StatementLog
 from tests.cache.test_cache import FEED, retitle, top_post
-from tests.conftest import build_app
-
-
-@pytest.fixture
-def make_app(cache_db: str, redis_server: Redis, redis_client: redis.Redis) -> Iterator[Callable[..., Flask]]:
-    built: list[Flask] = []
-
-    def make(**overrides: Any) -> Flask:
-        application = build_app(cache_db, **{"REDIS_URL": redis_server.url, **CACHE_CONFIG, **overrides})
-        built.append(application)
-        return application
-
-    yield make
-    for application in built:
-        page_cache.pages(application).wait_for_refreshes()
-        with application.app_context():
-            db.engine.dispose()
 
 
 def bump(redis_client: redis.Redis, namespace: str) -> None:

@@ -152,6 +152,9 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "REDIS_SENTINELS": env.get("REDIS_SENTINELS", ""),
         "REDIS_SENTINEL_MASTER": env.get("REDIS_SENTINEL_MASTER", "readwire"),
         "REDIS_SENTINEL_TIMEOUT": float(env.get("REDIS_SENTINEL_TIMEOUT", 0.2)),
+        # How often each process asks the Sentinels which primary they name (a primary replaced
+        # without dying still answers the connections already open to it).
+        "REDIS_SENTINEL_CHECK_INTERVAL": float(env.get("REDIS_SENTINEL_CHECK_INTERVAL", 1.0)),
         # A write whose INCRs Redis did not take keeps trying this long before it is acknowledged
         # without them (outbox + the near-trust wait): long enough to ride out a Sentinel failover
         # (down-after 1 s + election + promotion: 2.4 s measured), so an acknowledged write has
@@ -160,8 +163,9 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "CACHE_INVALIDATION_WAIT": float(
             env.get("CACHE_INVALIDATION_WAIT", 10.0 if env.get("REDIS_SENTINELS") else 0.0)
         ),
-        # WAIT <replicas> <timeout> after each write's INCRs (0 = off). Not needed for safety (the
-        # cache epoch follows the primary's replid); kept to measure the alternative.
+        # WAIT <replicas> <timeout> after each write's INCRs (0 = off): a bump no replica took is
+        # retried like a failed one. Off: the cache epoch (the primary's replid) already makes an
+        # INCR lost in a crash failover harmless; see docs/scaling.md for what WAIT adds and costs.
         "CACHE_WAIT_REPLICAS": _int("CACHE_WAIT_REPLICAS", 0),
         "CACHE_WAIT_TIMEOUT": float(env.get("CACHE_WAIT_TIMEOUT", 0.03)),  # under CACHE_TIMEOUT
         # Read replicas (app/replicas.py): page fills may read from these when they have replayed

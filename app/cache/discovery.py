@@ -14,12 +14,19 @@ again). Either way every connection, before its first command, runs `INFO replic
   dataset are never read again, and a process that meets a new replid tells its listeners
   (near copies dropped, the replica-read LSN floor raised, the outbox drained) before the
   connection that met it is used.
+
+Connections are long-lived, and a primary that Sentinel replaced without it dying (a manual
+failover, a partition) keeps answering them until Sentinel demotes it. So each process also asks
+the Sentinels every REDIS_SENTINEL_CHECK_INTERVAL s which primary they name; when it moves, every
+pooled connection is closed (the next command connects to the new one) and `on_moved` runs.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -120,6 +127,8 @@ class RedisTarget:
         self.url = url
         self.master = master
         self.primary = Primary()
+        self._pools: list[ConnectionPool] = []
+        self._watcher_pid = 0
         self.sentinel = (
             Sentinel(
                 list(sentinels),
@@ -152,7 +161,9 @@ class RedisTarget:
         }
         if self.sentinel is not None:
             options["is_master"] = True
-            return SentinelBlockingConnectionPool(self.master, self.sentinel, **options)
+            pool = SentinelBlockingConnectionPool(self.master, self.sentinel, **options)
+            self._pools.append(pool)
+            return pool
         assert self.url is not None
         return BlockingConnectionPool.from_url(self.url, **options)
 
@@ -168,3 +179,29 @@ class RedisTarget:
             return conn
 
         return connect
+
+    def watch(self, interval: float, on_moved: Callable[[], None]) -> None:
+        """With Sentinels: a thread (a greenlet under gevent) of this process asks them every
+        `interval` s which primary they name; when it moves, every pool of this target is
+        disconnected and `on_moved()` runs. Once per process; nothing without Sentinels."""
+        sentinel = self.sentinel
+        if sentinel is None or self._watcher_pid == os.getpid():
+            return
+        self._watcher_pid = os.getpid()
+
+        def run() -> None:
+            named: tuple[str, int] | None = None
+            while True:
+                time.sleep(interval)
+                try:
+                    address = sentinel.discover_master(self.master)
+                except (redis.RedisError, OSError):
+                    continue  # no Sentinel names one now: the connections find out for themselves
+                if named is not None and address != named:
+                    log.warning("sentinels name a new redis primary %s:%s: reconnecting", *address)
+                    for pool in self._pools:
+                        pool.disconnect()
+                    on_moved()
+                named = address
+
+        threading.Thread(target=run, name="sentinel-watch", daemon=True).start()

@@ -155,6 +155,7 @@ class RedisStore:
         near_trust: float = 0.0,
         wait_replicas: int = 0,
         wait_timeout: float = 0.0,
+        watch_interval: float = 1.0,
     ) -> None:
         if isinstance(target, str):
             target = RedisTarget(target)
@@ -166,8 +167,9 @@ class RedisStore:
         self._lookup = self.client.register_script(_LOOKUP)
         self._bump = self.client.register_script(_BUMP)
         self.breaker = breaker
-        # WAIT after the INCRs (0 = off): only to measure what it costs a write against the epoch
-        # (docs/scaling.md); the epoch is what makes a lost INCR harmless.
+        # WAIT after the INCRs (0 = off): a bump no replica acknowledged counts as not done (the
+        # writer retries, app/cache/invalidation.py). The epoch already makes an INCR lost in a
+        # crash failover harmless; WAIT also covers an old primary still answering (docs/scaling.md).
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = _ms(wait_timeout)
         # Version counters mirrored in-process (app/cache/near.py); 0 turns them off.
@@ -175,6 +177,12 @@ class RedisStore:
         prefixes = [GENERATION_PREFIX, EPOCH_KEY]
         connect = target.connection_factory(timeout, protocol=3)
         self.near = NearCounters(connect, prefixes, near_trust, target.primary) if near_trust > 0 else None
+        target.watch(watch_interval, self._moved)
+
+    def _moved(self) -> None:
+        """The Sentinels name another primary: forget the tracking connection and its copies."""
+        if self.near is not None:
+            self.near.reset()
 
     def _call(self, fn: Callable[[], T], default: T, *, force: bool = False) -> T:
         if not force and not self.breaker.allow():
@@ -252,8 +260,9 @@ class RedisStore:
                 self._bump(keys=list(keys), args=[0])
             if self.wait_replicas:
                 acked = self.client.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-                if int(acked) < self.wait_replicas:
+                if int(acked) < self.wait_replicas:  # not on a replica: a failover could lose it
                     CACHE_ERRORS.labels("WaitTimeout").inc()
+                    return False
             if self.near is not None:
                 # Barrier for the near counters (app/cache/near.py): Redis writes the tracking
                 # pushes of these INCRs in the same event-loop turn as their reply, possibly just
@@ -367,4 +376,5 @@ def make_store(config: dict[str, Any], on_recover: Callable[[], None]) -> Store:
         near_trust=config["CACHE_NEAR_TRUST"],
         wait_replicas=config["CACHE_WAIT_REPLICAS"],
         wait_timeout=config["CACHE_WAIT_TIMEOUT"],
+        watch_interval=config["REDIS_SENTINEL_CHECK_INTERVAL"],
     )

@@ -125,11 +125,18 @@ def test_pages_stored_under_a_generation_the_new_primary_lost_are_never_served(c
         assert first_title(reader) == "Acknowledged, then lost by the failover"
         fail_over(group)
         with redis.Redis(port=group.replica.port) as promoted:  # what losing the INCRs leaves behind
+            for key in promoted.scan_iter("rw:gen:*"):
+                if key not in before:
+                    promoted.delete(key)
             for key, value in before.items():
                 promoted.set(key, value)
             promoted.ping()
-        for app in (reader, writer):
-            assert wait_for(lambda app=app: first_title(app) == "Acknowledged, then lost by the failover", 30)
+            assert promoted.get(generation_key("feed")) == before.get(generation_key("feed").encode())
+            new_replid = promoted.info("replication")["master_replid"]
+        for app in (reader, writer):  # each process on the new primary (its watcher saw it move)
+            store = page_cache.pages(app).store
+            assert wait_for(lambda store=store: store.ping() and store.primary.replid == new_replid, 30)
+        for app in (reader, writer):  # the first read already, and every one after
             for _ in range(20):
                 assert first_title(app) == "Acknowledged, then lost by the failover"
     finally:

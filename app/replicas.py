@@ -263,6 +263,7 @@ class ReadRouter:
                 replica.set_up(False, f"replay stalled {stalled:.1f} s")
             elif not replica.up and lag <= self.max_lag // 2 and stalled <= self.max_stall / 2:
                 replica.set_up(True, "")
+            REPLICA_UP.labels(replica.name).set(1 if replica.up else 0)
 
     def _ensure_watcher(self) -> None:
         if self._watcher_pid == os.getpid():

@@ -37,6 +37,14 @@ def _list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def psycopg_url(url: str) -> str:
+    """psycopg 3 is the driver for PostgreSQL; accept the common postgres:// spellings."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
 def _quota(value: str) -> tuple[int, int]:
     """`10/60` -> (10 requests, 60 s)."""
     count, _, window = value.partition("/")
@@ -138,6 +146,41 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "CACHE_JITTER": 0.1,  # +-10% on every TTL so keys filled together do not expire together
         "CACHE_LOCK_TTL": 2.0,  # single-flight lock: longer than a slow page, short if its holder dies
         "CACHE_MISS_WAIT": 5.0,  # a miss waits for lock holders this long at most, then computes
+        # --- several nodes (issue 15; docs/scaling.md) -------------------------------------------
+        # Redis through Sentinel: `host:port,...` of the Sentinels and the name they watch (REDIS_URL
+        # is then unused). Asking them happens once per new connection, hence its own timeout.
+        "REDIS_SENTINELS": env.get("REDIS_SENTINELS", ""),
+        "REDIS_SENTINEL_MASTER": env.get("REDIS_SENTINEL_MASTER", "readwire"),
+        "REDIS_SENTINEL_TIMEOUT": float(env.get("REDIS_SENTINEL_TIMEOUT", 0.2)),
+        # How often each process asks the Sentinels which primary they name (a primary replaced
+        # without dying still answers the connections already open to it).
+        "REDIS_SENTINEL_CHECK_INTERVAL": float(env.get("REDIS_SENTINEL_CHECK_INTERVAL", 1.0)),
+        # A write whose INCRs Redis did not take keeps trying this long before it is acknowledged
+        # without them (outbox + the near-trust wait): long enough to ride out a Sentinel failover
+        # (down-after 1 s + election + promotion: 2.4 s measured), so an acknowledged write has
+        # bumped its generations on the primary every node reads. Without Sentinels there is no
+        # replacement to wait for: 0.
+        "CACHE_INVALIDATION_WAIT": float(
+            env.get("CACHE_INVALIDATION_WAIT", 10.0 if env.get("REDIS_SENTINELS") else 0.0)
+        ),
+        # WAIT <replicas> <timeout> after each write's INCRs (0 = off): a bump no replica took is
+        # retried like a failed one. Off: the cache epoch (the primary's replid) already makes an
+        # INCR lost in a crash failover harmless; see docs/scaling.md for what WAIT adds and costs.
+        "CACHE_WAIT_REPLICAS": _int("CACHE_WAIT_REPLICAS", 0),
+        "CACHE_WAIT_TIMEOUT": float(env.get("CACHE_WAIT_TIMEOUT", 0.03)),  # under CACHE_TIMEOUT
+        # Read replicas (app/replicas.py): page fills may read from these when they have replayed
+        # the page's last write; anything else reads the primary. Comma-separated URLs.
+        "DATABASE_REPLICA_URLS": [psycopg_url(u) for u in _list(env.get("DATABASE_REPLICA_URLS", ""))],
+        # A replica is left out (until it is back under half of each bound) when it lags the
+        # primary by more than this much WAL, or has replayed nothing for this long while behind
+        # (replay paused or stuck): lag never makes a read stale (the LSN rule does that), a
+        # replica too far behind would only cost every fill a wasted check.
+        "DB_REPLICA_MAX_LAG_BYTES": _int("DB_REPLICA_MAX_LAG_BYTES", 16 * 1024 * 1024),
+        "DB_REPLICA_MAX_STALL": float(env.get("DB_REPLICA_MAX_STALL", 2.0)),
+        "DB_REPLICA_CHECK_INTERVAL": float(env.get("DB_REPLICA_CHECK_INTERVAL", 1.0)),
+        # A fill whose replica is behind the page's LSN may wait this long for it, else (0) it reads
+        # the primary at once.
+        "DB_REPLICA_WAIT": float(env.get("DB_REPLICA_WAIT", 0.0)),
         # HTTP caching: clients revalidate each second (cheap 304s); the edge (Nginx) holds a
         # page 1 s (the contract's edge bound), may serve it while refreshing, and serves it
         # for 5 min when the origin fails.

@@ -16,12 +16,15 @@ from app.models.base import Base
 from app.observability.metrics import Metrics
 from app.pagination import Cursors
 from app.ratelimit import RateLimiter
+from app.replicas import ReadReplicas, RoutingSession
 
-db = SQLAlchemy(model_class=Base)
+# The session reads from a replica while a page fill is routed there (app/replicas.py).
+db = SQLAlchemy(model_class=Base, session_options={"class_": RoutingSession})
 migrate = Migrate()
 jwt = JWTManager()
 invalidation = Invalidation()  # commit-gated generation bumps and the outbox (app/cache/invalidation.py)
 page_cache = PageCache()  # the page cache (app/cache/pages.py)
+replicas = ReadReplicas()  # which database computes a page: LSN-gated replica reads (app/replicas.py)
 cursors = Cursors()  # signed keyset cursors (app/pagination.py)
 limiter = RateLimiter()  # per-client quotas on sign-in and writes (app/ratelimit.py)
 metrics = Metrics()  # Prometheus metrics and the pool/breaker sampler (app/observability/metrics.py)

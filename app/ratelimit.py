@@ -24,6 +24,7 @@ from flask import Flask, Response, current_app, request
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from app.cache.discovery import RedisTarget
 from app.cache.keys import PREFIX
 from app.cache.store import CircuitBreaker
 from app.errors import ApiError
@@ -82,13 +83,13 @@ class LocalCounters:
 
 
 class RedisCounters:
-    """Fixed-window counters in Redis (shared by every process), with the cache's timeouts and a
-    breaker of their own: None when Redis cannot answer."""
+    """Fixed-window counters in Redis (shared by every process), found like the cache's (REDIS_URL
+    or Sentinel, app/cache/discovery.py), with its timeouts and a breaker of their own: None when
+    Redis cannot answer."""
 
-    def __init__(self, url: str, timeout: float, breaker: CircuitBreaker) -> None:
-        self.client = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
-        )
+    def __init__(self, target: RedisTarget, timeout: float, pool_size: int, breaker: CircuitBreaker) -> None:
+        pool = target.pool(max_connections=pool_size, pool_wait=timeout, timeout=timeout)
+        self.client = redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
         self.breaker = breaker
 
     def count(self, key: str, ttl: int) -> int | None:
@@ -112,9 +113,11 @@ class Limits:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.quotas = {name: Quota(name, *config[f"RATELIMIT_{name.upper()}"]) for name in ("auth", "write")}
-        url = config.get("REDIS_URL")
+        target = RedisTarget.from_config(config)
         breaker = CircuitBreaker(config["CACHE_BREAKER_THRESHOLD"], config["CACHE_BREAKER_COOLDOWN"])
-        self.shared = RedisCounters(url, config["CACHE_TIMEOUT"], breaker) if url else None
+        self.shared = (
+            RedisCounters(target, config["CACHE_TIMEOUT"], config["CACHE_POOL_SIZE"], breaker) if target else None
+        )
         self.local = LocalCounters()
 
     def hit(self, name: str, client: str) -> Decision:

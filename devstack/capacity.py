@@ -415,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             **state["env"],
             **state.get("node_env", {}),
             "DATABASE_URL": replica_url,
+            "DATABASE_REPLICA_URLS": "",  # this node's primary is the replica itself
             "PYTHONUNBUFFERED": "1",
         }
         node = start_gunicorn(port, env, work / "replica-node.log", f"readwire-capacity-{port}", work / "metrics")

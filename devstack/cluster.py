@@ -1,6 +1,7 @@
 """The multi-node topology on this machine, without Docker: every part a separate server.
 
     python -m devstack.cluster up|down|status [--dir .cluster]
+    python -m devstack.cluster restart-app app-1 [--dir .cluster]
 
 ``up`` starts, detached from this process (it returns; the servers stay):
 
@@ -14,9 +15,10 @@
   Sentinel knows the replica and the other Sentinels (a failover needs both).
 * App nodes: one gunicorn master per CLUSTER_APP_PORTS entry (gunicorn.conf.py, as separate
   hosts would run it), CLUSTER_WEB_CONCURRENCY workers each, DB_CONNECTION_BUDGET split
-  between them. Each gets DATABASE_URL (the primary) and REDIS_URL (the initial Redis primary)
-  and, for the replica-aware app of phase 2, DATABASE_REPLICA_URLS, REDIS_SENTINELS and
-  REDIS_SENTINEL_MASTER (today's app ignores those three).
+  between them. Each gets DATABASE_URL (the primary), DATABASE_REPLICA_URLS (page fills may
+  read there, app/replicas.py), REDIS_SENTINELS and REDIS_SENTINEL_MASTER (the Redis primary
+  is found through the Sentinels, app/cache/discovery.py; REDIS_URL, the initial primary, is
+  then unused). ``restart-app`` starts a dead node again the same way.
 * Nginx: the same nginx.conf template, its upstream listing every app node with passive
   health checks (NGINX_MAX_FAILS, NGINX_FAIL_TIMEOUT).
 
@@ -72,6 +74,9 @@ PRIMARY_SETTINGS = {"max_wal_senders": "10", "max_replication_slots": "10"}
 # Replica: queries while replaying; feedback keeps the primary's vacuum from cancelling them;
 # the primary's view of its replay position (pg_stat_replication) refreshes every second.
 REPLICA_SETTINGS = {"hot_standby": "on", "hot_standby_feedback": "on", "wal_receiver_status_interval": "1s"}
+# Environment variables of the app itself (app/config.py, gunicorn.conf.py) that `up` records
+# for the nodes when they are not stack.env keys, so `restart-app` starts a node the same way.
+APP_KNOBS = ("CACHE_", "DB_", "REDIS_", "OUTBOX_", "GUNICORN_", "RATELIMIT_", "METRICS_", "LOG_LEVEL")
 # Pages expire, generation counters must not: evict only keys that carry a TTL.
 REDIS_CONFIG = {"maxmemory": "512mb", "maxmemory-policy": "volatile-lru"}
 
@@ -299,16 +304,10 @@ class Cluster(StateDir):
             "PYTHONUNBUFFERED": "1",
         }
         state["node_env"] = {k: node_env[k] for k in ("WEB_CONCURRENCY", "DB_CONNECTION_BUDGET")}
+        # The app's own knobs given to `up` (not in stack.env), so a restarted node gets them too.
+        state["app_overrides"] = {k: v for k, v in environ.items() if k.startswith(APP_KNOBS) and k not in settings}
         for i, port in enumerate(layout.apps, 1):
-            name = f"app-{i}"
-            pid = start_gunicorn(
-                port,
-                node_env,
-                self.logs / f"{name}.log",
-                f"readwire-cluster-{name}-{port}",
-                self.root / name / "metrics",
-            )
-            self._record(state, name, "app", port, pid, log=str(self.logs / f"{name}.log"))
+            self._start_app(state, f"app-{i}", port, node_env)
 
         upstreams = [f"{HOST}:{p}" for p in layout.apps]
         values = nginx_values(
@@ -328,6 +327,36 @@ class Cluster(StateDir):
         )
         self.write_state(state)
         say(f"up in {time.monotonic() - t0:.1f} s; state in {self.state_file}")
+
+    def _start_app(self, state: dict[str, Any], name: str, port: int, node_env: Mapping[str, str]) -> None:
+        log = self.logs / f"{name}.log"
+        pid = start_gunicorn(port, node_env, log, f"readwire-cluster-{name}-{port}", self.root / name / "metrics")
+        self._record(state, name, "app", port, pid, log=str(log))
+
+    def restart_app(self, name: str, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Start app node ``name`` again (after it died or was killed), with the environment it
+        was first started with; returns the new state. A node still running is left alone."""
+        state = self.read_state()
+        if not state or not state.get("complete"):
+            raise StackError("no complete cluster to restart a node of")
+        info = state["services"].get(name)
+        if info is None or info["kind"] != "app":
+            raise StackError(f"no app node {name!r}")
+        if alive(info.get("pid")):
+            say(f"{name} is running (pid {info['pid']})")
+            return state
+        stop_group(int(info["pid"]), "gunicorn", signal.SIGKILL, 5)  # any worker its master left behind
+        node_env = {
+            **(os.environ if environ is None else environ),
+            **state["settings"],
+            **state.get("app_overrides", {}),
+            **state["env"],
+            **state["node_env"],
+            "PYTHONUNBUFFERED": "1",
+        }
+        self._start_app(state, name, int(info["port"]), node_env)
+        say(f"{name} restarted on {info['port']} (pid {state['services'][name]['pid']})")
+        return state
 
     # --- down -------------------------------------------------------------------------------------
     def down(self) -> list[str]:
@@ -392,9 +421,10 @@ def _sentinel_ready(port: int, master: str, others: int) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack.cluster", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "restart-app"])
+    parser.add_argument("node", nargs="?", help="restart-app: the app node to start again (e.g. app-1)")
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state, data and logs (default: .cluster/)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     cluster = Cluster(args.dir)
     if args.command == "up":
         try:
@@ -403,6 +433,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cluster: {exc}", file=sys.stderr)
             return 1
         print("\n".join(f"{name}  {info['url']}" for name, info in state["services"].items()))
+        return 0
+    if args.command == "restart-app":
+        try:
+            state = cluster.restart_app(args.node or "")
+        except StackError as exc:
+            print(f"cluster: {exc}", file=sys.stderr)
+            return 1
+        print(f"{args.node}  {state['services'][args.node]['url']}")
         return 0
     if args.command == "down":
         left = cluster.down()

@@ -62,7 +62,8 @@ def popular() -> Response:
     after = cursors.decode(params.get("cursor"), "popular")
     snapshot = popular_svc.snapshot_for(time.time()) if after is None else popular_svc.cursor_snapshot(after)
     compute = lambda: popular_svc.popular_page(snapshot, after, params["limit"])  # noqa: E731
-    # Any post change bumps "feed", which covers every post a ranking can show.
+    # Any post change bumps "feed", which covers every post a ranking can show. On the primary:
+    # the first request of an interval writes the snapshot its page then reads.
     key_params = {**params, "snapshot": snapshot}
     return cached_page(
         "popular",
@@ -74,4 +75,5 @@ def popular() -> Response:
         after=after,
         growing=None,
         key_params=key_params,
+        on_primary=True,
     )

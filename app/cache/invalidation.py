@@ -2,10 +2,16 @@
 
 While a session flushes, the namespaces its changes touch are resolved (ids -> slugs, in the
 same transaction) and written to cache_outbox in that transaction. After the commit they are
-bumped (one INCR each, in one pipeline) and the outbox rows deleted. A rollback bumps
-nothing. If the store cannot take the INCRs, the rows stay and are drained before this process
-reads from the cache again, whenever the circuit breaker sees the store come back, and by each
-worker's drain loop (rows left by a process killed between its commit and its INCRs).
+bumped (one INCR each, in one atomic step) and the outbox rows deleted. A rollback bumps
+nothing. If the store cannot take the INCRs, the write keeps trying for CACHE_INVALIDATION_WAIT
+(a Redis failover), then the rows stay and are drained before this process reads from the cache
+again, whenever the circuit breaker sees the store come back, and by each worker's drain loop
+(rows left by a process killed between its commit and its INCRs).
+
+On PostgreSQL each bump also carries the write's commit LSN (for replica reads, app/replicas.py):
+the statement that deletes the outbox rows, after the write's COMMIT, also reads
+`pg_current_wal_insert_lsn()`, at or past the end of the commit record; the delete commits only
+once the store has taken the bump. No extra statement or round trip per write.
 """
 
 from __future__ import annotations
@@ -17,12 +23,12 @@ from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
-from sqlalchemy import delete, event, insert, inspect, select
+from sqlalchemy import bindparam, delete, event, insert, inspect, literal_column, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
-from app.cache.keys import generation_key
+from app.cache.keys import generation_key, lsn_key
 from app.models import Author, CacheOutbox, Category, Comment, Post, PostTag, Tag
 
 if TYPE_CHECKING:
@@ -101,28 +107,58 @@ def _after_rollback(session: Session) -> None:
     session.info.pop(_OUTBOX_IDS, None)
 
 
+# The outbox rows of one write deleted, and the WAL insert position read, in one statement: run
+# after the write's COMMIT, the position is at or past its commit record.
+_DELETE_AND_LSN = text(
+    "WITH gone AS (DELETE FROM cache_outbox WHERE id = ANY(:ids))"
+    " SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint"
+).bindparams(bindparam("ids"))
+_INSERT_LSN: Any = literal_column("pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint")
+
+
 class Invalidator:
     """Bumps generations in the page cache's store and keeps the outbox in step with what the
     store has taken (one per app; the page cache gives it its store)."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, retry_for: float = 0.0, retry_every: float = 0.1) -> None:
         # Outbox bookkeeping runs on its own connection, outside the request's session
         # (after_commit cannot emit SQL on the session that just committed).
         self.engine = engine
         self.store: Store | None = None
         self.pending = True  # a previous process may have left rows: drain before first read
+        self.retry_for = retry_for
+        self.retry_every = retry_every
+        self.with_lsn = engine.dialect.name == "postgresql"
+
+    def _bump(self, keys: list[str], names: list[str], lsn: int, force: bool) -> bool:
+        assert self.store is not None, "the page cache binds its store at init_app"
+        return self.store.incr(keys, [lsn_key(n) for n in names] if lsn else (), lsn, force=force)
 
     def apply(self, names: Iterable[str], outbox_ids: list[int]) -> None:
-        assert self.store is not None, "the page cache binds its store at init_app"
-        if not self.store.incr([generation_key(n) for n in sorted(names)]):
-            self.pending = True
-            log.warning("cache unreachable: %d invalidations kept in the outbox", len(outbox_ids))
-            # Other processes may hold near counters (app/cache/near.py) that no push will
-            # correct now: acknowledge the write only once none of them can still trust one.
-            time.sleep(getattr(self.store, "near_trust", 0.0))
-            return
-        with self.engine.begin() as conn:
-            conn.execute(delete(CacheOutbox).where(CacheOutbox.id.in_(outbox_ids)))
+        ordered = sorted(names)
+        keys = [generation_key(n) for n in ordered]
+        give_up = time.monotonic() + self.retry_for
+        attempt = 0
+        while True:
+            with self.engine.connect() as conn:
+                if self.with_lsn:
+                    lsn = int(conn.execute(_DELETE_AND_LSN, {"ids": outbox_ids}).scalar_one())
+                else:
+                    conn.execute(delete(CacheOutbox).where(CacheOutbox.id.in_(outbox_ids)))
+                    lsn = 0
+                if self._bump(keys, ordered, lsn, force=attempt > 0):
+                    conn.commit()
+                    return
+                conn.rollback()  # the rows stay: the invalidation is not done
+            attempt += 1
+            if time.monotonic() >= give_up:
+                break
+            time.sleep(self.retry_every)  # a failover in progress: the next attempt asks Sentinel anew
+        self.pending = True
+        log.warning("cache unreachable: %d invalidations kept in the outbox", len(outbox_ids))
+        # Other processes may hold near counters (app/cache/near.py) that no push will
+        # correct now: acknowledge the write only once none of them can still trust one.
+        time.sleep(getattr(self.store, "near_trust", 0.0))
 
     def mark_pending(self) -> None:
         """The store came back: drain the outbox before the next cached read."""
@@ -130,14 +166,16 @@ class Invalidator:
 
     def drain(self) -> bool:
         """Apply every outbox row; True when the outbox is empty afterwards."""
-        assert self.store is not None, "the page cache binds its store at init_app"
+        columns = [CacheOutbox.id, CacheOutbox.namespaces, *([_INSERT_LSN] if self.with_lsn else [])]
         with self.engine.begin() as conn:
-            rows = conn.execute(select(CacheOutbox.id, CacheOutbox.namespaces).order_by(CacheOutbox.id)).all()
+            rows = conn.execute(select(*columns).order_by(CacheOutbox.id)).all()
             if not rows:
                 self.pending = False
                 return True
-            names = {name for _, spaced in rows for name in spaced.split()}
-            if not self.store.incr([generation_key(n) for n in sorted(names)]):
+            names = sorted({name for row in rows for name in row[1].split()})
+            # Read with the rows: at or past the commit of every one of them.
+            lsn = max(int(row[2]) for row in rows) if self.with_lsn else 0
+            if not self._bump([generation_key(n) for n in names], names, lsn, force=False):
                 return False
             conn.execute(delete(CacheOutbox).where(CacheOutbox.id.in_([row[0] for row in rows])))
         log.info("cache outbox drained: %d rows, %d namespaces", len(rows), len(names))
@@ -176,7 +214,7 @@ class Invalidation:
     _listening = False
 
     def init_app(self, app: Flask, engine: Any) -> None:
-        app.extensions[self.key] = Invalidator(engine)
+        app.extensions[self.key] = Invalidator(engine, float(app.config["CACHE_INVALIDATION_WAIT"]))
         if not Invalidation._listening:  # the listeners are per class: every app's sessions
             from flask_sqlalchemy.session import Session as session_class
 

@@ -2,7 +2,10 @@
 
 A page key embeds the current generation of every namespace the page depends on, plus the
 store's epoch (a random value created when the store is empty, so a restarted Redis never
-matches keys written before it lost its counters). Invalidation is one INCR per namespace.
+matches keys written before it lost its counters) and the tag of the Redis primary's dataset
+(its replid, app/cache/discovery.py: a promoted replica may have lost the last INCRs, so its
+generations are never matched with pages stored before the failover). Invalidation is one INCR
+per namespace.
 
 Next to each page sits its address record (`rw:a:...`, unversioned): the validator and the
 time the page's content last changed, so a page re-rendered under a new generation with the
@@ -17,11 +20,18 @@ from typing import Any
 PREFIX = "rw:"
 EPOCH_KEY = PREFIX + "epoch"
 GENERATION_PREFIX = PREFIX + "gen:"
+# Next to each generation: the commit LSN of the last write that bumped it (app/replicas.py).
+# Not mirrored by the near cache: a miss reads them atomically with its lookup.
+LSN_PREFIX = PREFIX + "lsn:"
 LOCK_SUFFIX = "#lock"
 
 
 def generation_key(namespace: str) -> str:
     return GENERATION_PREFIX + namespace
+
+
+def lsn_key(namespace: str) -> str:
+    return LSN_PREFIX + namespace
 
 
 def normalize(params: Mapping[str, Any]) -> str:

@@ -10,6 +10,11 @@ after it; so the writer follows its INCRs with a PING (RedisStore.incr), which R
 a later turn: when the PONG is back, the push is on every process's socket, before the write is
 acknowledged and before any later request can look.
 
+The tracking connection is made like every other (app/cache/discovery.py: through Sentinel
+when configured, checked to be the primary); a new connection starts with no copies, and a
+connection still open to another dataset than the one the process last met (a failover seen
+first by another connection) is dropped before it answers anything.
+
 A hung Redis sends nothing, so copies are trusted only for `trust` seconds after a round
 trip that began while Redis was answering; past that the requested keys are fetched again.
 A write whose INCR fails waits out that window before it is acknowledged
@@ -26,12 +31,15 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from redis.connection import Connection
 
 from app.compat import redis_on_invalidation, redis_push_pending
+
+if TYPE_CHECKING:
+    from app.cache.discovery import Primary
 
 _MAX_COUNTERS = 100_000  # distinct counters kept; past this the copies start over
 
@@ -39,8 +47,15 @@ _MAX_COUNTERS = 100_000  # distinct counters kept; past this the copies start ov
 class NearCounters:
     """Tracked local copies of Redis keys under `prefixes` (see the module docstring)."""
 
-    def __init__(self, connection_kwargs: dict[str, Any], prefixes: Sequence[str], trust: float) -> None:
-        self._kwargs = {**connection_kwargs, "protocol": 3}
+    def __init__(
+        self,
+        connect: Callable[[], Connection],
+        prefixes: Sequence[str],
+        trust: float,
+        primary: Primary | None = None,
+    ) -> None:
+        self._connect = connect  # a new connection to the current primary, checked (app/cache/discovery.py)
+        self._primary = primary
         self._prefixes = list(prefixes)
         self.trust = trust
         self._conn: Connection | None = None
@@ -58,12 +73,20 @@ class NearCounters:
             self._values.pop(key.decode() if isinstance(key, bytes) else key, None)
 
     def _connection(self) -> Connection:
-        if self._conn is not None and self._pid == os.getpid():
-            return self._conn
+        conn = self._conn
+        primary = self._primary
+        if (
+            conn is not None
+            and self._pid == os.getpid()
+            and (primary is None or getattr(conn, "replid", None) == primary.replid)
+        ):
+            return conn
+        if conn is not None and self._pid == os.getpid():  # another connection met a new primary
+            conn.disconnect()
+        self._conn = None
         self._values.clear()  # a new connection knows nothing of what changed before it
         self._trusted_until = 0.0
-        conn = Connection(**self._kwargs)
-        conn.connect()
+        conn = self._connect()
         redis_on_invalidation(conn, self._on_push)
         prefixes = [arg for prefix in self._prefixes for arg in ("PREFIX", prefix)]
         conn.send_command("CLIENT", "TRACKING", "ON", "BCAST", *prefixes)

@@ -15,6 +15,12 @@
 - bypass: the store is unreachable. Pages are computed from the database at once, still one
   computation per page per process, and not kept.
 
+Which database computes a page is not the cache's business: a miss hands its computation, with
+the commit LSN of the last write of each of the page's namespaces (read atomically with the
+lookup), to the fill router when there is one (app/replicas.py: a replica only if it has
+replayed them). A new Redis primary (app/cache/discovery.py) changes every key, drops the near
+entries, raises the router's LSN floor and drains the outbox before the next read.
+
 Each entry carries the time its page's content last changed: a re-render with an unchanged
 validator (the same bytes) keeps it, whether it refreshes the same key or fills a new key after
 a generation bump (the address record, app/cache/keys.py, remembers it).
@@ -29,13 +35,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from flask import Flask, current_app
 
 from app.cache.entries import Entry, Rendered, decode_record, encode_record
 from app.cache.invalidation import Invalidator
-from app.cache.keys import EPOCH_KEY, address, address_key, generation_key, lock_key, page_key
+from app.cache.keys import EPOCH_KEY, address, address_key, generation_key, lock_key, lsn_key, page_key
 from app.cache.near import NearEntries
 from app.cache.store import LocalStore, Store, make_store
 
@@ -43,6 +49,20 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Compute = Callable[[], Rendered]
 Background = Callable[[Callable[[], None]], None]
+
+
+class FillRouter(Protocol):
+    """Chooses the database a page is computed on (app/replicas.py)."""
+
+    def fill(self, required: int | None, compute: Compute, pinned: bool = False) -> Rendered: ...
+    def raise_floor(self) -> None: ...
+
+
+def required_lsn(lsns: Sequence[bytes | None] | None) -> int | None:
+    """The highest commit LSN among a page's namespaces (0: never written), None if unknown."""
+    if lsns is None:
+        return None
+    return max((int(v) for v in lsns if v), default=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +116,18 @@ class Flights:
 class Pages:
     """The mechanism for one app (see the module docstring); PageCache binds it to Flask."""
 
-    def __init__(self, store: Store, config: dict[str, Any], invalidator: Invalidator, background: Background) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: dict[str, Any],
+        invalidator: Invalidator,
+        background: Background,
+        router: FillRouter | None = None,
+    ) -> None:
         self.store = store
         self.invalidator = invalidator
         self.background = background
+        self.router = router
         # Near entries only in front of a remote store (the local one is in-process already).
         near_bytes = int(config["CACHE_NEAR_BYTES"])
         self.near = NearEntries(near_bytes) if near_bytes > 0 and not isinstance(store, LocalStore) else None
@@ -117,6 +145,16 @@ class Pages:
         self.flights = Flights()
         self._refreshing = 0
         self._refreshing_lock = threading.Condition()
+        if store.primary is not None:
+            store.primary.on_change(self._new_primary)
+
+    def _new_primary(self) -> None:
+        """Another Redis dataset (a failover, a restart): nothing learnt from the old one holds."""
+        if self.near is not None:
+            self.near.clear()
+        if self.router is not None:
+            self.router.raise_floor()
+        self.invalidator.mark_pending()  # writes whose INCRs did not reach it: apply them first
 
     # --- versions -------------------------------------------------------------------------
     def versions(self, namespaces: Sequence[str]) -> tuple[bytes, list[bytes | None]] | None:
@@ -128,10 +166,18 @@ class Pages:
         if self.invalidator.pending:
             self.invalidator.drain_quietly()
         keys = [EPOCH_KEY, *map(generation_key, namespaces)]
-        values = self.store.versions(keys)
-        if values is not None and self.invalidator.pending:  # the store recovered during this call
-            self.invalidator.drain_quietly()
+        primary = self.store.primary
+        for _ in range(3):
+            switches = primary.switches if primary is not None else 0
             values = self.store.versions(keys)
+            if values is not None and self.invalidator.pending:  # the store recovered (or changed) meanwhile
+                self.invalidator.drain_quietly()
+                values = self.store.versions(keys)
+            if primary is None or values is None or primary.switches == switches:
+                break
+            # A connection met a new primary while these were read: read them again from it.
+        else:
+            return None
         if values is None:
             return None
         epoch, generations = values[0], values[1:]
@@ -140,18 +186,28 @@ class Pages:
             if not self.store.add(EPOCH_KEY, candidate, ttl=10 * 365 * 86400):
                 return self.versions(namespaces)
             epoch = candidate
+        if primary is not None:
+            epoch += primary.tag  # pages of another primary's dataset are never read (discovery.py)
         return epoch, generations
 
     # --- serving ----------------------------------------------------------------------------
     def serve(
-        self, endpoint: str, namespaces: Sequence[str], params: dict[str, Any], family: str, compute: Compute
+        self,
+        endpoint: str,
+        namespaces: Sequence[str],
+        params: dict[str, Any],
+        family: str,
+        compute: Compute,
+        on_primary: bool = False,
     ) -> Served:
+        """`on_primary`: the page must be computed on the primary database (it writes, or reads
+        what it just wrote)."""
         page = address(endpoint, params)
         ttl = self.ttls[family]
         now = time.time()
         versions = self.versions(namespaces)
         if versions is None:
-            return Served(self._bypass(page, ttl, compute), "bypass")
+            return Served(self._bypass(page, ttl, self._routed(None, compute, on_primary)), "bypass")
         epoch, generations = versions
         key = page_key(page, epoch, generations)
         near = self.near
@@ -159,19 +215,39 @@ class Pages:
             entry: Entry | None = near.get(key)
             if entry is not None and entry.fresh_until > now:
                 return Served(entry, "near_hit")
-        served = self.flights.run(key, lambda: self._lookup(key, address_key(page, epoch), ttl, compute), self.wait)
+        lsn_keys = [lsn_key(n) for n in namespaces] if self.router is not None and not on_primary else ()
+        record_key = address_key(page, epoch)
+        served = self.flights.run(
+            key, lambda: self._lookup(key, record_key, ttl, compute, lsn_keys, on_primary), self.wait
+        )
         entry = served.entry
         if served.outcome != "hit" or entry.fresh_until > now:
             return served
-        return self._stale(key, address_key(page, epoch), entry, ttl, compute, now)
+        return self._stale(key, record_key, entry, ttl, compute, now, lsn_keys, on_primary)
 
-    def _lookup(self, key: str, record_key: str, ttl: float, compute: Compute) -> Served:
+    def _routed(self, lsns: Sequence[bytes | None] | None, compute: Compute, on_primary: bool) -> Compute:
+        """`compute` as the fill router will run it (unchanged without one)."""
+        router = self.router
+        if router is None:
+            return compute
+        required = required_lsn(lsns)
+        return lambda: router.fill(required, compute, on_primary)
+
+    def _lookup(
+        self,
+        key: str,
+        record_key: str,
+        ttl: float,
+        compute: Compute,
+        lsn_keys: Sequence[str] = (),
+        on_primary: bool = False,
+    ) -> Served:
         """This process's one look at the store for `key` (other greenlets wait on it)."""
         give_up = time.monotonic() + self.wait
         while True:
-            found = self.store.lookup(key, lock_key(key), record_key, self.lock_ttl)
+            found = self.store.lookup(key, lock_key(key), record_key, self.lock_ttl, lsn_keys)
             if found is None:
-                return Served(self._entry(compute(), ttl, None), "bypass")
+                return Served(self._entry(self._routed(None, compute, on_primary)(), ttl, None), "bypass")
             if found.value is not None:
                 entry = Entry.decode(found.value)
                 if entry is not None:
@@ -179,13 +255,14 @@ class Pages:
                         self.near.put(key, entry, len(found.value))
                     return Served(entry, "hit")
                 found = found._replace(locked=self.store.add(lock_key(key), b"1", self.lock_ttl))  # older layout
+            routed = self._routed(found.lsns, compute, on_primary)
             if found.locked:
-                return Served(self._fill(key, record_key, ttl, compute, decode_record(found.record)), "miss")
+                return Served(self._fill(key, record_key, ttl, routed, decode_record(found.record)), "miss")
             waited = self._await_fill(key, give_up)
             if waited is not None:
                 return Served(waited, "miss")
             if time.monotonic() > give_up or self.store.peek(key, lock_key(key)) is None:
-                return Served(self._entry(compute(), ttl, None), "miss")  # no coordination possible: answer
+                return Served(self._entry(routed(), ttl, None), "miss")  # no coordination possible: answer
 
     def _await_fill(self, key: str, give_up: float) -> Entry | None:
         """Another process holds the fill lock: poll for its entry while the lock lives."""
@@ -221,7 +298,17 @@ class Pages:
             self.near.put(key, entry, len(encoded))
         return entry
 
-    def _stale(self, key: str, record_key: str, entry: Entry, ttl: float, compute: Compute, now: float) -> Served:
+    def _stale(
+        self,
+        key: str,
+        record_key: str,
+        entry: Entry,
+        ttl: float,
+        compute: Compute,
+        now: float,
+        lsn_keys: Sequence[str] = (),
+        on_primary: bool = False,
+    ) -> Served:
         age = now - entry.stored_at
         if not self.store.add(lock_key(key), b"1", self.lock_ttl):
             return Served(entry, "stale", age)
@@ -229,7 +316,8 @@ class Pages:
 
         def refresh() -> None:
             try:
-                self._fill(key, record_key, ttl, compute, previous)
+                lsns = self.store.lsns(lsn_keys) if lsn_keys else None
+                self._fill(key, record_key, ttl, self._routed(lsns, compute, on_primary), previous)
             except Exception as exc:  # the stale entry stays; the lock expires, then someone retries
                 log.warning("refresh failed, serving stale: %s", type(exc).__name__)
             finally:
@@ -275,11 +363,11 @@ class PageCache:
 
     key = "page_cache"
 
-    def init_app(self, app: Flask, invalidator: Invalidator) -> None:
+    def init_app(self, app: Flask, invalidator: Invalidator, router: FillRouter | None = None) -> None:
         """The store is shared with the invalidator: it bumps generations where pages are kept."""
         store = make_store(app.config, on_recover=invalidator.mark_pending)
         invalidator.store = store
-        app.extensions[self.key] = Pages(store, app.config, invalidator, _spawn_in(app))
+        app.extensions[self.key] = Pages(store, app.config, invalidator, _spawn_in(app), router)
 
     def pages(self, app: Flask | None = None) -> Pages:
         pages: Pages = (app or current_app).extensions[self.key]
@@ -290,6 +378,12 @@ class PageCache:
         return self.pages().store
 
     def serve(
-        self, endpoint: str, namespaces: Sequence[str], params: dict[str, Any], family: str, compute: Compute
+        self,
+        endpoint: str,
+        namespaces: Sequence[str],
+        params: dict[str, Any],
+        family: str,
+        compute: Compute,
+        on_primary: bool = False,
     ) -> Served:
-        return self.pages().serve(endpoint, namespaces, params, family, compute)
+        return self.pages().serve(endpoint, namespaces, params, family, compute, on_primary)

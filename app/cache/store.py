@@ -7,7 +7,12 @@ The page cache needs few operations, each one round trip:
   record, atomically (one Lua script), so a miss costs two round trips in all: this and `fill`;
 - `fill`: the entry, its address record and the lock's release in one pipeline;
 - `peek`: entry and lock state, for a reader waiting on another process's fill;
-- `add` (a lock or the epoch), `incr` (invalidation), `ping` (readiness).
+- `add` (a lock or the epoch), `incr` (invalidation: the generations and, next to them, the
+  write's commit LSN, app/replicas.py), `lsns` (those LSNs), `ping` (readiness).
+
+`primary` says which Redis primary (dataset) the counters come from (app/cache/discovery.py):
+its tag is part of every page key, so a failover that loses acknowledged INCRs never brings
+back the pages stored under the lost generations.
 
 Every Redis call goes through a circuit breaker: after a few consecutive failures the cache is
 skipped for a cool-down, so a dead or hung Redis costs one timeout per cool-down per worker, not
@@ -27,6 +32,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from app.cache.discovery import Primary, RedisTarget
 from app.cache.keys import EPOCH_KEY, GENERATION_PREFIX
 from app.cache.near import NearCounters
 from app.observability.metrics import CACHE_ERRORS
@@ -39,25 +45,53 @@ class Lookup(NamedTuple):
     value: bytes | None  # the entry, if there is one
     locked: bool  # no entry, and this caller took the fill lock
     record: bytes | None  # no entry: the page's address record, if any
+    lsns: list[bytes | None] | None = None  # no entry: the LSN keys asked for, read in the same step
 
 
 class Store(Protocol):
+    primary: Primary | None  # None: in-process, one dataset for the life of the process
+
     def versions(self, keys: Sequence[str]) -> list[bytes | None] | None: ...
-    def lookup(self, key: str, lock: str, record_key: str, lock_ttl: float) -> Lookup | None: ...
+    def lookup(
+        self, key: str, lock: str, record_key: str, lock_ttl: float, lsn_keys: Sequence[str] = ()
+    ) -> Lookup | None: ...
     def fill(self, key: str, value: bytes, ttl: float, record_key: str, record: bytes, lock: str) -> None: ...
     def peek(self, key: str, lock: str) -> tuple[bytes | None, bool] | None: ...
     def add(self, key: str, value: bytes, ttl: float) -> bool: ...
     def delete(self, key: str) -> None: ...
-    def incr(self, keys: Sequence[str]) -> bool: ...
+    def incr(self, keys: Sequence[str], lsn_keys: Sequence[str] = (), lsn: int = 0, *, force: bool = False) -> bool: ...
+    def lsns(self, keys: Sequence[str]) -> list[bytes | None] | None: ...
     def ping(self) -> bool: ...
 
 
-# KEYS: entry, lock, address record; ARGV: lock TTL (ms). Returns {entry} or {false, locked, record}.
+# KEYS: entry, lock, address record, then any LSN keys; ARGV: lock TTL (ms).
+# Returns {entry} or {false, locked, record, {lsn...}}: a miss learns, atomically with finding no
+# entry, the commit LSN of the last write of each of the page's namespaces (app/replicas.py).
 _LOOKUP = """
 local entry = redis.call('GET', KEYS[1])
 if entry then return {entry} end
 local locked = redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1])
-return {false, locked and 1 or 0, redis.call('GET', KEYS[3])}
+local lsns = {}
+if #KEYS > 3 then lsns = redis.call('MGET', unpack(KEYS, 4)) end
+return {false, locked and 1 or 0, redis.call('GET', KEYS[3]) or false, lsns}
+"""
+
+# KEYS: generation keys, then (when ARGV[1] > 0) as many LSN keys; ARGV[1]: the write's commit
+# LSN as a decimal integer. One INCR per generation, and each LSN key raised to the write's LSN
+# (never lowered: writes may finish out of order), in one atomic step, so no reader sees a new
+# generation without the LSN that goes with it.
+_BUMP = """
+local lsn = tonumber(ARGV[1])
+local n = #KEYS
+if lsn > 0 then n = n / 2 end
+for i = 1, n do
+  redis.call('INCR', KEYS[i])
+  if lsn > 0 then
+    local key = KEYS[n + i]
+    if lsn > tonumber(redis.call('GET', key) or '0') then redis.call('SET', key, ARGV[1]) end
+  end
+end
+return n
 """
 
 
@@ -107,41 +141,51 @@ class CircuitBreaker:
 
 
 class RedisStore:
-    """redis-py with hiredis, a blocking pool sized for greenlets, and millisecond timeouts."""
+    """redis-py with hiredis, a blocking pool sized for greenlets, and millisecond timeouts; the
+    primary found through REDIS_URL or Sentinel (app/cache/discovery.py)."""
 
     def __init__(
         self,
-        url: str,
+        target: RedisTarget | str,
         *,
         timeout: float,
         pool_size: int,
         pool_wait: float,
         breaker: CircuitBreaker,
         near_trust: float = 0.0,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.0,
+        watch_interval: float = 1.0,
     ) -> None:
-        pool = redis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=pool_size,
-            timeout=pool_wait,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-        )
+        if isinstance(target, str):
+            target = RedisTarget(target)
+        self.target = target
+        self.primary: Primary | None = target.primary
+        pool = target.pool(max_connections=pool_size, pool_wait=pool_wait, timeout=timeout)
         # No retries: a failed call is a miss, and the breaker decides when to try again.
         self.client = redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
         self._lookup = self.client.register_script(_LOOKUP)
+        self._bump = self.client.register_script(_BUMP)
         self.breaker = breaker
+        # WAIT after the INCRs (0 = off): a bump no replica acknowledged counts as not done (the
+        # writer retries, app/cache/invalidation.py). The epoch already makes an INCR lost in a
+        # crash failover harmless; WAIT also covers an old primary still answering (docs/scaling.md).
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = _ms(wait_timeout)
         # Version counters mirrored in-process (app/cache/near.py); 0 turns them off.
         self.near_trust = near_trust
-        self.near = (
-            NearCounters(
-                {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}, [GENERATION_PREFIX, EPOCH_KEY], near_trust
-            )
-            if near_trust > 0
-            else None
-        )
+        prefixes = [GENERATION_PREFIX, EPOCH_KEY]
+        connect = target.connection_factory(timeout, protocol=3)
+        self.near = NearCounters(connect, prefixes, near_trust, target.primary) if near_trust > 0 else None
+        target.watch(watch_interval, self._moved)
 
-    def _call(self, fn: Callable[[], T], default: T) -> T:
-        if not self.breaker.allow():
+    def _moved(self) -> None:
+        """The Sentinels name another primary: forget the tracking connection and its copies."""
+        if self.near is not None:
+            self.near.reset()
+
+    def _call(self, fn: Callable[[], T], default: T, *, force: bool = False) -> T:
+        if not force and not self.breaker.allow():
             return default
         try:
             result = fn()
@@ -170,12 +214,15 @@ class RedisStore:
         self.breaker.success()
         return values
 
-    def lookup(self, key: str, lock: str, record_key: str, lock_ttl: float) -> Lookup | None:
+    def lookup(
+        self, key: str, lock: str, record_key: str, lock_ttl: float, lsn_keys: Sequence[str] = ()
+    ) -> Lookup | None:
         def run() -> Lookup:
-            reply: list[Any] = self._lookup(keys=[key, lock, record_key], args=[_ms(lock_ttl)])
+            reply: list[Any] = self._lookup(keys=[key, lock, record_key, *lsn_keys], args=[_ms(lock_ttl)])
             if reply[0] is not None:
                 return Lookup(reply[0], False, None)
-            return Lookup(None, bool(reply[1]), reply[2] if len(reply) > 2 else None)
+            record = reply[2] if len(reply) > 2 else None
+            return Lookup(None, bool(reply[1]), record, list(reply[3]) if lsn_keys else None)
 
         return self._call(run, None)
 
@@ -202,12 +249,20 @@ class RedisStore:
     def delete(self, key: str) -> None:
         self._call(lambda: self.client.delete(key), None)
 
-    def incr(self, keys: Sequence[str]) -> bool:
+    def incr(self, keys: Sequence[str], lsn_keys: Sequence[str] = (), lsn: int = 0, *, force: bool = False) -> bool:
+        """INCR each key and raise each LSN key to `lsn` (when > 0), atomically. `force`: past an
+        open breaker (a writer retrying its invalidation)."""
+
         def bump() -> bool:
-            pipe = self.client.pipeline(transaction=True)
-            for key in keys:
-                pipe.incr(key)
-            pipe.execute()
+            if lsn > 0:
+                self._bump(keys=[*keys, *lsn_keys], args=[lsn])
+            else:
+                self._bump(keys=list(keys), args=[0])
+            if self.wait_replicas:
+                acked = self.client.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+                if int(acked) < self.wait_replicas:  # not on a replica: a failover could lose it
+                    CACHE_ERRORS.labels("WaitTimeout").inc()
+                    return False
             if self.near is not None:
                 # Barrier for the near counters (app/cache/near.py): Redis writes the tracking
                 # pushes of these INCRs in the same event-loop turn as their reply, possibly just
@@ -216,7 +271,11 @@ class RedisStore:
                 self.client.ping()
             return True
 
-        return self._call(bump, False)
+        return self._call(bump, False, force=force)
+
+    def lsns(self, keys: Sequence[str]) -> list[bytes | None] | None:
+        """The LSN keys from Redis itself (never from near copies: they are not tracked)."""
+        return self._call(lambda: cast("list[bytes | None]", self.client.mget(keys)), None)
 
     def ping(self) -> bool:
         return bool(self._call(self.client.ping, False))
@@ -226,6 +285,7 @@ class LocalStore:
     """In-process store for the embedded default (one process): same semantics, no server."""
 
     near_trust = 0.0
+    primary: Primary | None = None
 
     def __init__(self) -> None:
         self._data: dict[str, tuple[bytes, float]] = {}
@@ -250,7 +310,7 @@ class LocalStore:
         with self._lock:
             return [self._get(k, now) for k in keys]
 
-    def lookup(self, key: str, lock: str, record_key: str, lock_ttl: float) -> Lookup:
+    def lookup(self, key: str, lock: str, record_key: str, lock_ttl: float, lsn_keys: Sequence[str] = ()) -> Lookup:
         now = time.monotonic()
         with self._lock:
             value = self._get(key, now)
@@ -259,7 +319,8 @@ class LocalStore:
             locked = self._get(lock, now) is None
             if locked:
                 self._set(lock, b"1", lock_ttl)
-            return Lookup(None, locked, self._get(record_key, now))
+            lsns = [self._get(k, now) for k in lsn_keys] if lsn_keys else None
+            return Lookup(None, locked, self._get(record_key, now), lsns)
 
     def fill(self, key: str, value: bytes, ttl: float, record_key: str, record: bytes, lock: str) -> None:
         with self._lock:
@@ -283,27 +344,37 @@ class LocalStore:
         with self._lock:
             self._data.pop(key, None)
 
-    def incr(self, keys: Sequence[str]) -> bool:
+    def incr(self, keys: Sequence[str], lsn_keys: Sequence[str] = (), lsn: int = 0, *, force: bool = False) -> bool:
         with self._lock:
+            now = time.monotonic()
             for key in keys:
-                value = self._get(key, time.monotonic())
+                value = self._get(key, now)
                 self._data[key] = (str(int(value or 0) + 1).encode(), float("inf"))
+            for key in lsn_keys if lsn > 0 else ():
+                if lsn > int(self._get(key, now) or 0):
+                    self._data[key] = (str(lsn).encode(), float("inf"))
         return True
+
+    def lsns(self, keys: Sequence[str]) -> list[bytes | None]:
+        return self.versions(keys)
 
     def ping(self) -> bool:
         return True
 
 
 def make_store(config: dict[str, Any], on_recover: Callable[[], None]) -> Store:
-    url = config.get("REDIS_URL")
-    if not url:
+    target = RedisTarget.from_config(config)
+    if target is None:
         return LocalStore()
     breaker = CircuitBreaker(config["CACHE_BREAKER_THRESHOLD"], config["CACHE_BREAKER_COOLDOWN"], on_recover)
     return RedisStore(
-        url,
+        target,
         timeout=config["CACHE_TIMEOUT"],
         pool_size=config["CACHE_POOL_SIZE"],
         pool_wait=config["CACHE_POOL_WAIT"],
         breaker=breaker,
         near_trust=config["CACHE_NEAR_TRUST"],
+        wait_replicas=config["CACHE_WAIT_REPLICAS"],
+        wait_timeout=config["CACHE_WAIT_TIMEOUT"],
+        watch_interval=config["REDIS_SENTINEL_CHECK_INTERVAL"],
     )

@@ -17,11 +17,17 @@ from app.pagination import Cursor, Direction, Page
 
 
 def cached(
-    endpoint: str, namespaces: Sequence[str], params: dict[str, Any], family: str, compute: Callable[[], Rendered]
+    endpoint: str,
+    namespaces: Sequence[str],
+    params: dict[str, Any],
+    family: str,
+    compute: Callable[[], Rendered],
+    on_primary: bool = False,
 ) -> Response:
     """Answer a public GET from the page cache (app/cache/pages.py), computing the page only
-    when it must. `family` picks the TTL (feed, post, directory, popular)."""
-    served = page_cache.serve(endpoint, namespaces, params, family, lambda: _render(compute))
+    when it must. `family` picks the TTL (feed, post, directory, popular); `on_primary`: the
+    page is never computed on a read replica (it writes what it reads)."""
+    served = page_cache.serve(endpoint, namespaces, params, family, lambda: _render(compute), on_primary)
     entry = served.entry
     environ = request.environ
     cache_control = current_app.config["HTTP_CACHE_CONTROL"]
@@ -59,6 +65,7 @@ def cached_page(
     after: Cursor | None,
     growing: Direction | None,
     key_params: dict[str, Any] | None = None,
+    on_primary: bool = False,
 ) -> Response:
     """A cached keyset page in the contract's envelope, with its Link header. `key_params`: the
     parameters that name the page in the cache when they are more than the query's."""
@@ -69,4 +76,5 @@ def cached_page(
         params if key_params is None else key_params,
         family,
         lambda: rendered_page(compute(), scope, after, params, growing, path),
+        on_primary,
     )

@@ -54,6 +54,28 @@ CACHE_REQUESTS = Counter(
 CACHE_ERRORS = Counter(
     "readwire_cache_errors", "Failed Redis calls (each one a miss or a dropped write).", ["error"], registry=_REGISTRY
 )
+PAGE_FILLS = Counter(
+    "readwire_page_fills",
+    "Pages computed for the cache, by the database read (primary, replica) and why: replayed (the replica "
+    "had replayed the page's last write), behind (no replica had), no_replica (none in rotation), "
+    "unknown_lsn (cache away), pinned (a page read on the primary by design), replica_failed.",
+    ["database", "reason"],
+    registry=_REGISTRY,
+)
+REPLICA_UP = Gauge(
+    "readwire_db_replica_up",
+    "1 while a read replica is in rotation, 0 while it is left out (down, promoted, lagging, stalled).",
+    ["replica"],
+    registry=_REGISTRY,
+    multiprocess_mode="livemin",
+)
+REPLICA_LAG_BYTES = Gauge(
+    "readwire_db_replica_lag_bytes",
+    "WAL between the primary's position and the replica's replay, at the last health round.",
+    ["replica"],
+    registry=_REGISTRY,
+    multiprocess_mode="livemax",
+)
 RATELIMIT_REJECTIONS = Counter(
     "readwire_ratelimit_rejections", "Requests answered 429, by rate-limit policy.", ["policy"], registry=_REGISTRY
 )

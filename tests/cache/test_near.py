@@ -4,12 +4,14 @@ at once, a hung Redis is never trusted past the window, near entries are bounded
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 from flask import Flask
+from redis.connection import Connection
 
+from app.cache.discovery import RedisTarget
 from app.cache.keys import EPOCH_KEY, GENERATION_PREFIX, generation_key
 from app.cache.near import NearCounters, NearEntries
 from app.cache.store import CircuitBreaker, RedisStore
@@ -20,11 +22,14 @@ from tests.cache.test_cache import FEED, first_title, retitle, top_post
 from tests.conftest import build_app
 
 
+def tracking(server: Redis) -> Callable[[], Connection]:
+    """New tracking connections to `server`, made as the app makes them (RESP3, checked)."""
+    return RedisTarget(server.url).connection_factory(0.05, protocol=3)
+
+
 @pytest.fixture
 def counters(redis_server: Redis, redis_client: redis.Redis) -> Iterator[NearCounters]:
-    kwargs = redis_client.connection_pool.connection_kwargs
-    m = NearCounters({"host": kwargs["host"], "port": kwargs["port"], "socket_timeout": 0.05},
-                         [GENERATION_PREFIX, EPOCH_KEY], trust=60.0)  # fmt: skip
+    m = NearCounters(tracking(redis_server), [GENERATION_PREFIX, EPOCH_KEY], trust=60.0)
     yield m
     m.reset()
 
@@ -64,8 +69,7 @@ def test_near_counters_does_not_trust_a_hung_redis_past_its_window(
 ) -> None:
     key = generation_key("feed")
     redis_client.incr(key)
-    kwargs = redis_client.connection_pool.connection_kwargs
-    m = NearCounters({"host": kwargs["host"], "port": kwargs["port"], "socket_timeout": 0.05}, [GENERATION_PREFIX], 0.1)
+    m = NearCounters(tracking(redis_server), [GENERATION_PREFIX], 0.1)
     assert m.mget([key]) == [b"1"]
     redis_server.pause()
     try:

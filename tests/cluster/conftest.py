@@ -2,8 +2,9 @@
 (`python -m devstack.cluster up`) in a temp dir on free ports with a small dataset, always
 stopped at the end, and checked to have left no process behind.
 
-Tests that break a part of it (an app node killed, the Redis primary killed) run after the ones
-that need it whole: modules run in file-name order (test_edge, test_postgres, test_sentinel)."""
+Tests that break a part of it run after the ones that need it whole, in file-name order: an
+app node killed (test_edge, which starts it again), replay paused (test_postgres,
+test_replicas: resumed after), the Redis primary killed (test_sentinel: for good)."""
 
 from __future__ import annotations
 
@@ -85,14 +86,19 @@ def cluster_env() -> dict[str, str]:
             "CLUSTER_WEB_CONCURRENCY": "1",
             "NGINX_WORKER_PROCESSES": "1",
             "ACCESS_LOG": "json",  # each node logs the requests it served: the balancing is visible
+            # A replica whose replay stalls stays in rotation: the LSN rule alone keeps reads of a
+            # write off it (tests/cluster/test_replicas.py); leaving it out is tested in tests/replicas.
+            "DB_REPLICA_MAX_STALL": "300",
         }
     )
     return env
 
 
-def cluster_cli(command: str, root: Path, env: Mapping[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+def cluster_cli(
+    command: str, root: Path, env: Mapping[str, str], timeout: float, *args: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "devstack.cluster", command, "--dir", str(root)],
+        [sys.executable, "-m", "devstack.cluster", command, "--dir", str(root), *args],
         cwd=REPO,
         env=dict(env),
         capture_output=True,
@@ -132,3 +138,100 @@ def _run_cluster(root: Path, env: dict[str, str]) -> Iterator[ClusterInfo]:
         assert down.returncode == 0, f"cluster down failed:\n{down.stdout}\n{down.stderr}"
         assert not left, f"processes left after cluster down: {left}"
         assert not live_processes_mentioning(str(root)), live_processes_mentioning(str(root))
+
+
+# --- the app on the cluster: an editor, posts of our own, the pages that show them, the metrics ---
+
+
+@pytest.fixture(scope="session")
+def editor_token(cluster: ClusterInfo) -> str:
+    from devstack.capacity import make_editors
+
+    return make_editors(cluster.state, 1, cluster.port("nginx"))[0]
+
+
+def api(port: int, path: str, method: str = "GET", token: str | None = None, body: Any = None) -> Any:
+    from tests.stack.conftest import request
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = request(port, path, method, headers=headers, body=body, timeout=30)
+    assert response.status < 300, (method, path, response.status, response.body[:300])
+    return response.json() if response.body else None
+
+
+@dataclass
+class TrackedPost:
+    id: int
+    title: str
+    category: str
+    tags: list[str]
+    author: str
+
+    def pages(self, limit: int = 20) -> list[str]:
+        """Every cached page that shows this (newest) post's title."""
+        feeds = [
+            "/api/v1/feed",
+            f"/api/v1/categories/{self.category}/feed",
+            f"/api/v1/authors/{self.author}/feed",
+            *(f"/api/v1/tags/{tag}/feed" for tag in self.tags),
+        ]
+        return [
+            *(f"{feed}?limit={limit}" for feed in feeds),
+            "/api/v1/feed.json",
+            "/api/v1/feed.atom",
+            f"/api/v1/categories/{self.category}/feed.atom",
+            f"/api/v1/posts/{self.id}",
+            f"/api/v1/posts/{self.id}?fields=id,title",
+            f"/api/v1/posts?ids={self.id}",
+        ]
+
+
+def create_post(port: int, token: str, title: str) -> TrackedPost:
+    category = api(port, "/api/v1/categories")["data"][0]["slug"]
+    tags = [tag["slug"] for tag in api(port, "/api/v1/tags?limit=2")["data"]]
+    body = {"title": title, "body": "Written by tests/cluster.", "category": category, "tags": tags}
+    created = api(port, "/api/v1/posts", "POST", token, body)
+    return TrackedPost(int(created["id"]), title, category, tags, created["author"]["username"])
+
+
+def metric(port: int, name: str, **labels: str) -> float:
+    """The sum of a metric's samples matching `labels` on one node (/metrics, Prometheus text)."""
+    from tests.stack.conftest import request
+
+    text = request(port, "/metrics").body.decode()
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        head, _, value = line.rpartition(" ")
+        if all(f'{key}="{val}"' in head for key, val in labels.items()):
+            total += float(value)
+    return total
+
+
+def wal_position(url: str, replica: bool = False) -> int:
+    import psycopg
+
+    query = "pg_last_wal_replay_lsn()" if replica else "pg_current_wal_insert_lsn()"
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        row = conn.execute(f"SELECT coalesce(pg_wal_lsn_diff({query}, '0/0'), 0)::bigint").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def replica_caught_up(cluster: ClusterInfo) -> bool:
+    return wal_position(cluster.url("postgres-replica-1"), replica=True) >= wal_position(
+        cluster.url("postgres-primary")
+    )
+
+
+def set_replay(cluster: ClusterInfo, paused: bool) -> None:
+    import psycopg
+
+    from tests.stack.conftest import wait_for
+
+    url = cluster.url("postgres-replica-1")
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute("SELECT pg_wal_replay_pause()" if paused else "SELECT pg_wal_replay_resume()")
+        want = ("paused",) if paused else ("not paused",)
+        assert wait_for(lambda: conn.execute("SELECT pg_get_wal_replay_pause_state()").fetchone() == want, 30)

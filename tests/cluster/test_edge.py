@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,17 @@ def test_nginx_spreads_requests_over_every_node(cluster: ClusterInfo) -> None:
     }
 
 
-def test_an_app_node_sigkilled_under_steady_gets_fails_none(cluster: ClusterInfo) -> None:
+@pytest.fixture
+def revived(cluster: ClusterInfo, cluster_cli_env: dict[str, str]) -> Iterator[None]:
+    """app-1 started again after the test (the later modules need every node)."""
+    yield
+    again = cluster_cli("restart-app", cluster.root, cluster_cli_env, 120, "app-1")
+    assert again.returncode == 0, again.stdout + again.stderr
+    cluster.state["services"] = json.loads((cluster.root / "state.json").read_text())["services"]
+    assert request(cluster.port("app-1"), "/readyz").status == 200
+
+
+def test_an_app_node_sigkilled_under_steady_gets_fails_none(cluster: ClusterInfo, revived: None) -> None:
     victim, survivor = cluster.pid("app-1"), cluster.logs / "app-2.log"
     error_log = cluster.logs / "nginx-error.log"
     errors_from = error_log.stat().st_size if error_log.exists() else 0

@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_POSTS ?= 500
 
-.PHONY: install run test test-fast test-lowest lint format clean stack stack-down stack-status cluster cluster-down cluster-status cluster-measure serve-bench bench bench-gate bench-accept ab-gate loadtest loadtest-compare
+.PHONY: install run test test-fast test-lowest lint format clean stack stack-down stack-status cluster cluster-down cluster-status cluster-measure cluster-faults cluster-write-cost serve-bench bench bench-gate bench-accept ab-gate loadtest loadtest-compare
 
 $(STAMP): requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -85,6 +85,16 @@ cluster-status:
 cluster-measure: install
 	bash scripts/ensure-servers.sh --bench
 	$(BIN)/python -m devstack.capacity $(MEASURE_ARGS)
+
+# Consistency under faults (issue 15): the mixed scenario through the cluster's Nginx while the
+# replica's replay is paused, the Redis primary is SIGKILLed and an app node is SIGKILLed; reports
+# stale reads, lost/duplicated acknowledged writes, 5xx per window, failover time (needs `make cluster`).
+cluster-faults: install
+	$(BIN)/python -m loadtests.cluster_faults $(FAULTS_ARGS)
+
+# What the Redis failover safety costs a write: PATCH latency before/after, interleaved on the cluster.
+cluster-write-cost: install
+	$(BIN)/python -m bench.write_cost $(WRITE_COST_ARGS)
 
 # Nginx microcache vs static file, gunicorn app vs bare view (wrk; needs `make stack`).
 serve-bench: install

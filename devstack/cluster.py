@@ -358,6 +358,24 @@ class Cluster(StateDir):
         say(f"{name} restarted on {info['port']} (pid {state['services'][name]['pid']})")
         return state
 
+    def restart_redis(self, name: str, primary_port: int) -> dict[str, Any]:
+        """Start Redis ``name`` again (after it was killed) as a replica of ``primary_port``, the
+        primary the Sentinels now name (they would demote a returning old primary anyway)."""
+        state = self.read_state()
+        if not state or not state.get("complete"):
+            raise StackError("no complete cluster to restart a server of")
+        info = state["services"].get(name)
+        if info is None or info["kind"] != "redis":
+            raise StackError(f"no Redis server {name!r}")
+        if alive(info.get("pid")):
+            say(f"{name} is running (pid {info['pid']})")
+            return state
+        config = {**REDIS_CONFIG, "replicaof": f"{HOST} {primary_port}"}
+        server = Redis.start(self.root / name, port=int(info["port"]), config=config, detached=True)
+        self._record(state, name, "redis", server.port, server.proc.pid, role="replica")
+        say(f"{name} restarted on {server.port} as a replica of {primary_port}")
+        return state
+
     # --- down -------------------------------------------------------------------------------------
     def down(self) -> list[str]:
         """Stop every server of the state; returns leftovers (empty when all are gone)."""

@@ -198,6 +198,26 @@ class ConsistencyLedger:
                 violations.append(violation)
         return violations
 
+    def settled(self) -> list[dict[str, Any]]:
+        """What the database must hold at the end for every tracked post: its last acknowledged state, or
+        `uncertain` when a later write got no clear answer (or was still in flight when the run stopped), so
+        either state is allowed (loadtests/audit.py checks these against the primary after a run)."""
+        out = []
+        for post in self.posts.values():
+            acked = [v for v in post.versions if v.acked_at is not None]
+            last = acked[-1]  # a tracked post starts with its acknowledged create
+            uncertain = post.uncertain or post.versions[-1].acked_at is None
+            out.append(
+                {
+                    "post_id": post.post_id,
+                    "title": last.title,
+                    "visible": last.visible,
+                    "deleted": last.reason == "delete",
+                    "uncertain": uncertain,
+                }
+            )
+        return out
+
     def recent(self, limit: int) -> list[int]:
         """Ids of the tracked posts written most recently, newest first."""
         judged = [p for p in self.posts.values() if not p.uncertain]

@@ -48,6 +48,7 @@ from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
+from loadtests.audit import SETTLED_PREFIX
 from loadtests.catalog import EDITOR_PASSWORD_ENV, EDITOR_USERNAME_ENV
 from loadtests.consistency import ConsistencyLedger, FeedKey, Violation, feed_key, order_violation
 from loadtests.pacing import Pacer, PacingLedger, part_path, rate_scale
@@ -238,6 +239,9 @@ def _write_pacing(environment: Environment, **_: Any) -> None:
     if Shared.run_dir is None or is_master(environment):
         return
     Shared.pacing.write(part_path(Shared.run_dir, os.getpid()))
+    if Shared.ledger.posts:  # writers ran here: what the database must hold at the end (loadtests/audit.py)
+        settled = part_path(Shared.run_dir, os.getpid()).with_name(f"{SETTLED_PREFIX}{os.getpid()}.json")
+        settled.write_bytes(orjson.dumps(Shared.ledger.settled()))
     if Shared.request_log is not None:
         Shared.request_log.flush()
 

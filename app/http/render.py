@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -108,6 +107,6 @@ def rendered_feed_document(
         prev_url=page_url(feed_url, args, prev_cursor) if prev_cursor else None,
         api_root=ROOT_URL + API_PREFIX,
     )
-    body = json_feed(doc, page.items) if fmt == "json" else atom_feed(doc, page.items, datetime.now(UTC))
+    body = json_feed(doc, page.items) if fmt == "json" else atom_feed(doc, page.items)
     link = link_header(feed_url, args, next_cursor, prev_cursor)
     return rendered(body, link=link, media_type=FEED_JSON if fmt == "json" else ATOM, templated=True)

@@ -48,7 +48,10 @@ workers = _env_int("WEB_CONCURRENCY", len(os.sched_getaffinity(0)))
 # Greenlets per worker. Past ~200 concurrent requests one core is already queueing >100 ms of
 # work; further connections are better left in the listen backlog, where an idle worker (or
 # Nginx's retry) takes them. app/config.py sizes the Redis and PostgreSQL pools from it.
-worker_connections = _env_int("GUNICORN_WORKER_CONNECTIONS", 200)
+# Plus the Server-Sent Events streams one worker may hold (SSE_MAX_STREAMS, app/config.py): an
+# idle stream is a parked greenlet, and must not take one of the request slots the pools are
+# sized for (app/config.py sizes them from GUNICORN_WORKER_CONNECTIONS alone).
+worker_connections = _env_int("GUNICORN_WORKER_CONNECTIONS", 200) + _env_int("SSE_MAX_STREAMS", 1000)
 # Longer than Nginx's upstream keepalive_timeout (60 s): the proxy, not gunicorn, closes idle
 # keep-alive connections, so a request never races gunicorn's close on a reused connection.
 keepalive = _env_int("GUNICORN_KEEPALIVE", 75)

@@ -237,9 +237,18 @@ def post_worker_init(worker: Any) -> None:
 
         drain = invalidation.invalidator(app).drain_forever
         worker.outbox_drain = gevent.spawn(drain, app, OUTBOX_TICK, OUTBOX_SWEEP)
+        from app.extensions import push
+
+        state = push.state(app)
+        # Events older than SSE_RETENTION: one DELETE an hour per worker.
+        worker.events_prune = gevent.spawn(state.hub.prune_forever, app.config["SSE_RETENTION"], 3600.0)
+        websub = state.websub
+        if websub.enabled:  # WebSub announcements (app/push/websub.py): woken by each commit, swept each tick
+            worker.websub_drain = gevent.spawn(websub.drain_forever, app, OUTBOX_SWEEP)
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    drain = getattr(worker, "outbox_drain", None)
-    if drain is not None:
-        drain.kill(block=False)
+    for name in ("outbox_drain", "websub_drain", "events_prune"):
+        drain = getattr(worker, name, None)
+        if drain is not None:
+            drain.kill(block=False)

@@ -214,6 +214,13 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         # Per client address, cluster-wide (leases in Redis): a browser needs one or two; a page
         # opening streams in a loop must not hold a worker's slots.
         "SSE_MAX_PER_CLIENT": _int("SSE_MAX_PER_CLIENT", 8),
+        # Events are kept this long (s) for resuming streams; a position older than that gets `reset`.
+        "SSE_RETENTION": float(env.get("SSE_RETENTION", 7 * 86400)),
+        # WebSub (app/push/websub.py): the hub the feeds advertise and every changed feed is announced
+        # to (hub.mode=publish); empty = none. Topic URLs use PUBLIC_BASE_URL (else the writer's host).
+        "WEBSUB_HUB_URL": env.get("WEBSUB_HUB_URL", "").strip(),
+        "WEBSUB_TIMEOUT": float(env.get("WEBSUB_TIMEOUT", 5)),  # per announcement; the write never waits
+        "WEBSUB_RETRY_BASE": float(env.get("WEBSUB_RETRY_BASE", 5)),  # s, doubled per failed attempt
         "EMBEDDED": embedded,
         # JWTs (writes only). A separate JWT_SECRET_KEY lets tokens be rotated (everyone signed
         # out) without also invalidating every cursor signed with SECRET_KEY.

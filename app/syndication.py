@@ -39,6 +39,7 @@ class FeedDocument:
     next_url: str | None  # older items
     prev_url: str | None  # newer items (pollers resume from here)
     api_root: str  # base of the API's own URLs (category and tag schemes)
+    hub_url: str | None = None  # the WebSub hub readers may subscribe at (WEBSUB_HUB_URL)
 
 
 def json_feed(doc: FeedDocument, items: Sequence[dict[str, Any]]) -> bytes:
@@ -51,6 +52,8 @@ def json_feed(doc: FeedDocument, items: Sequence[dict[str, Any]]) -> bytes:
     }
     if doc.next_url:
         feed["next_url"] = doc.next_url
+    if doc.hub_url:
+        feed["hubs"] = [{"type": "WebSub", "url": doc.hub_url}]
     feed["items"] = [_json_item(item) for item in items]
     # Extension (leading underscore, as the spec asks): where a poller resumes for newer items.
     feed["_readwire"] = {"prev_url": doc.prev_url}
@@ -89,6 +92,8 @@ def atom_feed(doc: FeedDocument, items: Sequence[dict[str, Any]]) -> bytes:
     _text(feed, "title", doc.title)
     _plain(feed, "updated", _timestamp(max((item["updated_at"] for item in items), default=EMPTY_UPDATED)))
     _link(feed, "self", doc.page_url, "application/atom+xml")
+    if doc.hub_url:  # WebSub discovery: rel=hub next to rel=self (the topic)
+        SubElement(feed, "link", rel="hub", href=doc.hub_url)
     _link(feed, "alternate", doc.home_page_url, "text/html")
     _link(feed, "alternate", doc.alternate_url, "application/feed+json")
     if doc.next_url:

@@ -9,6 +9,7 @@ from app.models.outbox import CacheOutbox
 from app.models.popular import PopularRank, PopularSnapshot
 from app.models.post import Post, PostTag
 from app.models.taxonomy import Category, Tag
+from app.models.websub import WebSubOutbox
 
 __all__ = [
     "Author",
@@ -21,4 +22,5 @@ __all__ = [
     "PostEvent",
     "PostTag",
     "Tag",
+    "WebSubOutbox",
 ]

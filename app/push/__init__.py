@@ -19,8 +19,10 @@ from sqlalchemy.orm import Session
 from app.push import events
 from app.push.hub import Hub, InvalidPosition, PositionCodec, Publisher
 from app.push.streams import StreamSlots, event_stream
+from app.push.websub import WebSub
 
 __all__ = ["InvalidPosition", "Push", "PushState"]
+_WEBSUB = "push.websub"  # session.info: this transaction wrote WebSub outbox rows
 
 
 class PushState:
@@ -32,6 +34,7 @@ class PushState:
         self.hub = Hub(engine, self.codec, config)
         self.publisher = Publisher(self.hub, config)
         self.slots = StreamSlots(config)
+        self.websub = WebSub(engine, config)
         self.hub.housekeeping.append(self.slots.renew)
         self.site_url: str = config["SITE_URL"]
         self.heartbeat = float(config["SSE_HEARTBEAT"])
@@ -63,7 +66,7 @@ class Push:
 
             event.listen(session_class, "after_flush", events.after_flush)
             event.listen(session_class, "before_commit", self._before_commit)
-            event.listen(session_class, "after_rollback", events.after_rollback)
+            event.listen(session_class, "after_rollback", self._after_rollback)
             after_commit(self._after_commit)  # after the cache generations were bumped
             Push._listening = True
 
@@ -72,9 +75,19 @@ class Push:
         return state
 
     def _before_commit(self, session: Session) -> None:
-        events.before_commit(session, self.state().site_url)
+        state = self.state()
+        scopes = events.before_commit(session, state.site_url)
+        if scopes and state.websub.enabled and state.websub.add(session.connection(), scopes):
+            session.info[_WEBSUB] = True
 
     def _after_commit(self, session: Session) -> None:
         position = events.committed_position(session)
         if position is not None:
             self.state().publisher.publish(position)
+        if session.info.pop(_WEBSUB, False):
+            self.state().websub.poke()  # the drain loop announces; the write does not wait for the hub
+
+    @staticmethod
+    def _after_rollback(session: Session) -> None:
+        events.after_rollback(session)
+        session.info.pop(_WEBSUB, None)

@@ -74,8 +74,8 @@ def after_flush(session: Session, flush_context: Any) -> None:
             touched.setdefault(obj.post_id, Touch(None)).tags |= _values(obj, "tag_id")
 
 
-def before_commit(session: Session, site_url: str) -> int | None:
-    """Write this transaction's events; the highest id written, or None."""
+def before_commit(session: Session, site_url: str) -> set[str] | None:
+    """Write this transaction's events; the scopes they touch (None: no event)."""
     if session.new or session.dirty or session.deleted:
         session.flush()  # changes still pending are part of this transaction's events
     touched: dict[int, Touch] | None = session.info.pop(_TOUCHED, None)
@@ -89,7 +89,7 @@ def before_commit(session: Session, site_url: str) -> int | None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENTS_LOCK})
     written = max(conn.execute(insert(PostEvent).values(rows).returning(PostEvent.id)).scalars())
     session.info[_WRITTEN] = max(written, session.info.get(_WRITTEN, 0))
-    return written
+    return {scope for row in rows for scope in row["scopes"].split()}
 
 
 def committed_position(session: Session) -> int | None:

@@ -21,12 +21,13 @@ import threading
 import time
 from bisect import bisect_right
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.engine import Engine
 
 from app.cache.store import CircuitBreaker
@@ -135,6 +136,20 @@ class Hub:
     def head(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.coalesce(func.max(PostEvent.id), 0))).scalar_one())
+
+    def prune(self, retention: float) -> int:
+        """Delete events older than `retention` s (a stream resuming from one gets `reset`)."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=retention)
+        with self.engine.begin() as conn:
+            return int(conn.execute(delete(PostEvent).where(PostEvent.created_at < cutoff)).rowcount or 0)
+
+    def prune_forever(self, retention: float, every: float) -> None:
+        """A worker's pruning loop (gunicorn.conf.py): one DELETE every `every` s. Never raises."""
+        while not self.stopped.wait(every):
+            try:
+                self.prune(retention)
+            except Exception as exc:
+                log.warning("push: pruning events failed: %s", type(exc).__name__)
 
     # --- filling --------------------------------------------------------------------------------
     def poke(self) -> None:

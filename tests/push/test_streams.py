@@ -155,6 +155,26 @@ def test_too_many_missed_events_get_a_reset_at_the_head(make_app: Callable[..., 
         again.close()
 
 
+def test_a_position_pruned_away_gets_a_reset(make_app: Callable[..., Flask]) -> None:
+    app = make_app()
+    author, category = an_author(app), a_category(app)
+    stream = open_stream(app, STREAM)
+    create(app, author, "Soon pruned", category)
+    old = stream.next_event()
+    stream.close()
+    with app.app_context():
+        db.session.execute(text("UPDATE post_events SET created_at = created_at - interval '30 days'"))
+        db.session.commit()
+        db.session.remove()
+    assert push.state(app).hub.prune(retention=7 * 86400) >= 1
+    again = open_stream(app, STREAM, {"Last-Event-ID": old.id or ""})
+    try:
+        reset = again.next_event()
+        assert reset.event == "reset" and json.loads(reset.data)["reason"] == "unknown position"
+    finally:
+        again.close()
+
+
 @pytest.mark.parametrize("header", ["nonsense", "AQAAAAAAAAAB" + "A" * 16, ""])
 def test_a_last_event_id_this_server_did_not_issue_is_400(make_app: Callable[..., Flask], header: str) -> None:
     app = make_app()

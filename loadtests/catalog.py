@@ -39,5 +39,6 @@ SCENARIOS = {
         Scenario("cold", "a uniform spread of keys on a flushed Redis (mostly misses)", flush_cache=True),
         Scenario("spike", "readers at a baseline, a sudden 8x spike, back to baseline (LoadTestShape)"),
         Scenario("smoke", "CI: ~25 s at a low rate, every user kind including writers", writes=True),
+        Scenario("streamers", "SSE clients with forced reconnects while an editor writes (issue 13)", writes=True),
     )
 }

@@ -342,6 +342,7 @@ def execute(scenario: Scenario, args: argparse.Namespace, state: dict[str, Any])
     extra["/popular"] = "included" if popular == "on" else "left out"
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env["LOADTEST_STACK_DIR"] = str(args.stack_dir.resolve())  # issue 13: streamers read the workers' memory
     if scenario.writes:
         username, password = editor_credentials(database_url, redis_url, state)
         env[EDITOR_USERNAME_ENV], env[EDITOR_PASSWORD_ENV] = username, password
@@ -370,6 +371,11 @@ def execute(scenario: Scenario, args: argparse.Namespace, state: dict[str, Any])
         ok, checks, measured = slo.evaluate(run_dir, scenario.slo)
     except slo.SloError as exc:
         raise RunError(str(exc)) from None
+    # --- issue 13 (push): pollers' 304 share and bytes per poll; streamers' losses and memory per stream
+    from loadtests.push_report import push_figures
+
+    extra.update(push_figures(measured.counters))
+    # --- end issue 13
     plots = report.render_plots(run_dir, f"{scenario.name} @ {target}")
     meta = {
         "scenario": scenario.name,

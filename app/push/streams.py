@@ -19,6 +19,7 @@ process (SSE_MAX_STREAMS); with Redis unreachable each process counts alone.
 from __future__ import annotations
 
 import logging
+import random
 import secrets
 import threading
 import time
@@ -160,7 +161,9 @@ def event_stream(
                 if chunk:
                     told = cursor
                     yield b"".join(chunk)
-        next_beat = time.monotonic() + heartbeat
+        # The first beat at a random point of the interval: streams opened together (a deploy, a
+        # reconnect storm) must not wake and write all at once every interval ever after.
+        next_beat = time.monotonic() + heartbeat * random.uniform(0.25, 1.0)
         while True:
             with hub.cond:
                 while hub.last <= cursor:

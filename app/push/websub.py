@@ -145,12 +145,15 @@ class WebSub:
             if len(rows) < _BATCH or not done:
                 return taken, failed
 
-    def drain_forever(self, app: Flask, tick: float) -> None:
+    def drain_forever(self, app: Flask, tick: float, stop: threading.Event | None = None) -> None:
         """A worker's drain loop: at once when a commit wrote rows, and every `tick` s (retries,
-        rows another worker left). Never raises."""
-        while True:
+        rows another worker left), until `stop` is set. Never raises."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
             self.wake.wait(tick)
             self.wake.clear()
+            if stop.is_set():
+                return
             try:
                 with app.app_context():
                     self.drain()

@@ -154,10 +154,17 @@ def test_the_drain_loop_announces_as_soon_as_a_commit_wrote_rows(make_app: Calla
     app = make_app(WEBSUB_HUB_URL=hub.url, PUBLIC_BASE_URL=BASE)
     clear_outbox(app)
     websub = push.state(app).websub
-    threading.Thread(target=websub.drain_forever, args=(app, 60.0), daemon=True).start()  # a worker's loop
-    author, category = an_author(app), a_category(app)
-    create(app, author, "Woken", category)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not hub.requests:
-        time.sleep(0.05)
-    assert hub.requests, "the commit did not wake the drain loop (its sweep is 60 s away)"
+    stop = threading.Event()
+    loop = threading.Thread(target=websub.drain_forever, args=(app, 60.0, stop), daemon=True)  # a worker's loop
+    loop.start()
+    try:
+        author, category = an_author(app), a_category(app)
+        create(app, author, "Woken", category)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not hub.requests:
+            time.sleep(0.05)
+        assert hub.requests, "the commit did not wake the drain loop (its sweep is 60 s away)"
+    finally:
+        stop.set()
+        websub.poke()
+        loop.join(15)

@@ -123,10 +123,13 @@ class StreamSlots:
         self.renewed = now
         with self._lock:
             leases = list(self.active.items())
+        by_client: dict[str, dict[str, float]] = {}
+        for token, client in leases:
+            by_client.setdefault(client, {})[token] = now + self.lease
         try:
             pipe = self.client.pipeline(transaction=False)
-            for token, client in leases:
-                pipe.zadd(self._key(client), {token: now + self.lease}, xx=True)
+            for client, tokens in by_client.items():  # one ZADD per address, not per stream
+                pipe.zadd(self._key(client), tokens, xx=True)
                 pipe.expire(self._key(client), int(self.lease) + 1)
             pipe.execute()
         except (redis.RedisError, OSError) as exc:

@@ -19,6 +19,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
@@ -41,6 +42,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def sockets(pid: int) -> int:
+    """Open sockets of a process (its streams, keep-alive connections, pools)."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            count += os.readlink(fd).startswith("socket:")
+    return count
+
+
+def wait_streams_gone(worker: int, baseline: int, timeout: float) -> tuple[float, int]:
+    """Wait until the worker holds no more sockets than before the streams (plus a little slack for
+    keep-alive connections). A stream whose client left is noticed only when a write to it fails:
+    a heartbeat or two later (SSE_HEARTBEAT). Returns (seconds waited, sockets left over)."""
+    started = time.monotonic()
+    while True:
+        extra = sockets(worker) - baseline
+        if extra <= 20 or time.monotonic() - started > timeout:
+            return time.monotonic() - started, extra
+        gevent.sleep(0.5)
 
 
 def rss(pid: int) -> int:
@@ -154,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         "REDIS_URL": state["redis_url"],
         "WEB_CONCURRENCY": "1",
         "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "SSE_MAX_STREAMS": str(args.streams + 100),
-        "SSE_MAX_PER_CLIENT": str(args.streams + 100),
+        # Room for streams whose client left but the worker has not noticed yet (see wait_streams_gone).
+        "SSE_MAX_STREAMS": str(3 * args.streams),
+        "SSE_MAX_PER_CLIENT": str(3 * args.streams),
         "TRUSTED_PROXY_HOPS": "0",
         "PROMETHEUS_MULTIPROC_DIR": "",
     }
@@ -182,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         open_loop(port, args.rate, 3.0, pool)  # warm: near cache, connections
         with open("/proc/loadavg") as f:
             print(f"load average before: {f.read().split()[:3]}", flush=True)
+        baseline = sockets(worker)
         results: dict[str, list[list[float]]] = {"without": [], "with": []}
         memory: list[float] = []
         for pair in range(args.pairs):
@@ -201,8 +225,9 @@ def main(argv: list[str] | None = None) -> int:
                 for sock in socks:
                     sock.close()
                 gevent.killall(greenlets, timeout=5)
-                if socks:
-                    gevent.sleep(3.0)  # the worker notices the closed streams
+                if socks:  # the next phase starts once the worker has let go of these streams
+                    waited, left = wait_streams_gone(worker, baseline, 4 * 15.0 + 10)
+                    print(f"  streams released by the worker after {waited:.1f} s ({left} sockets over)", flush=True)
         p99 = {label: statistics.median(percentile(lat, 0.99) for lat in runs) for label, runs in results.items()}
         p50 = {label: statistics.median(percentile(lat, 0.5) for lat in runs) for label, runs in results.items()}
         with open("/proc/loadavg") as f:

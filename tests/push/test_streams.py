@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+import redis
 from flask import Flask
 from sqlalchemy import text
 
@@ -40,7 +41,7 @@ def test_create_update_delete_are_pushed_with_signed_increasing_ids(make_app: Ca
             got = [stream.next_event() for _ in range(3)]
             assert [m.event for m in got] == ["post.created", "post.updated", "post.deleted"]
             created, updated, deleted = (json.loads(m.data) for m in got)
-            assert created["post"]["id"] == updated["post"]["id"] == deleted["post"] == {"id": post_id} or True
+            assert created["post"]["id"] == updated["post"]["id"] == post_id
             assert created["post"]["title"] == "Pushed" and created["post"]["category"] == category
             assert updated["post"]["title"] == "Pushed again"
             assert deleted["post"] == {"id": post_id}
@@ -200,6 +201,41 @@ def test_streams_per_client_address_are_capped_with_429(make_app: Callable[..., 
     assert third.status == 200
     third.close()
     second.close()
+
+
+def test_leases_of_open_streams_are_renewed_with_one_zadd_per_client_address(make_app: Callable[..., Flask]) -> None:
+    """Leases outlive their streams' first minute only if renewed: every open stream's lease is
+    pushed forward (one ZADD per address however many streams it holds), a released one is not
+    brought back, and the address keys keep a TTL."""
+    app = make_app()
+    slots = push.state(app).slots
+    client = redis.Redis.from_url(app.config["REDIS_URL"])
+    try:
+        first, second = slots.acquire("192.0.2.1"), slots.acquire("192.0.2.1")
+        other, gone = slots.acquire("192.0.2.2"), slots.acquire("192.0.2.2")
+        assert first and second and other and gone
+        slots.release(gone)
+        leases = {first: "192.0.2.1", second: "192.0.2.1", other: "192.0.2.2"}
+        for token, address in leases.items():  # as if they were about to expire
+            client.zadd(slots._key(address), {token: 1.0})
+        zadds = _calls(client, "zadd")
+        renewed_at = time.time()
+        slots.renewed = 0.0  # due
+        slots.renew()
+        assert _calls(client, "zadd") - zadds == 2  # two addresses, three streams
+        for token, address in leases.items():
+            assert (client.zscore(slots._key(address), token) or 0) >= renewed_at + slots.lease - 1
+            assert client.ttl(slots._key(address)) > 0
+        assert client.zscore(slots._key("192.0.2.2"), gone) is None
+    finally:
+        for token in list(slots.active):
+            slots.release(token)
+        client.close()
+
+
+def _calls(client: redis.Redis, command: str) -> int:
+    stats = client.info("commandstats").get(f"cmdstat_{command}", {})
+    return int(stats.get("calls", 0)) if isinstance(stats, dict) else 0
 
 
 def test_heartbeats_keep_an_idle_stream_alive_and_carry_the_position_past_other_scopes(

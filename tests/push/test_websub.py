@@ -168,3 +168,4 @@ def test_the_drain_loop_announces_as_soon_as_a_commit_wrote_rows(make_app: Calla
         stop.set()
         websub.poke()
         loop.join(15)
+    assert not loop.is_alive(), "the drain loop did not stop when asked"

@@ -14,9 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from devstack.servers import free_port
+from devstack.servers import free_port, traversable_tmpdir
 from devstack.stack import nginx_values, read_env_file, render_nginx
-from tests.stack.conftest import at_second_start, request, traversable_tmpdir, wait_for
+from tests.stack.conftest import at_second_start, request, wait_for
 from tests.stack.test_config import NGINX
 
 PATH = "/api/v1/feed"

@@ -19,7 +19,6 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402
-import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
@@ -44,24 +43,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def sockets(pid: int) -> int:
-    """Open sockets of a process (its streams, keep-alive connections, pools)."""
+def half_closed(port: int) -> int:
+    """Server-side connections on `port` whose client has left (CLOSE_WAIT in /proc/net/tcp): streams the
+    worker has not noticed yet. It notices one only when a write to it fails, a heartbeat or two later."""
+    local = f"0100007F:{port:04X}"
     count = 0
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            count += os.readlink(fd).startswith("socket:")
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        count += fields[1] == local and fields[3] == "08"
     return count
 
 
-def wait_streams_gone(worker: int, baseline: int, timeout: float) -> tuple[float, int]:
-    """Wait until the worker holds no more sockets than before the streams (plus a little slack for
-    keep-alive connections). A stream whose client left is noticed only when a write to it fails:
-    a heartbeat or two later (SSE_HEARTBEAT). Returns (seconds waited, sockets left over)."""
+def wait_streams_gone(port: int, timeout: float) -> tuple[float, int]:
+    """Wait until the worker has let go of every stream whose client left; (seconds waited, still held)."""
     started = time.monotonic()
     while True:
-        extra = sockets(worker) - baseline
-        if extra <= 20 or time.monotonic() - started > timeout:
-            return time.monotonic() - started, extra
+        left = half_closed(port)
+        if left == 0 or time.monotonic() - started > timeout:
+            return time.monotonic() - started, left
         gevent.sleep(0.5)
 
 
@@ -107,8 +106,9 @@ def open_loop(port: int, rate: float, seconds: float, pool: Queue) -> list[float
                 errors += 1
             latencies.append((time.perf_counter() - due) * 1000)
             pool.put(conn)
-        except OSError:
+        except (OSError, ValueError, IndexError):  # a closed or broken connection: counted, not reused
             errors += 1
+            conn.sock.close()
 
     jobs = []
     for i in range(count):
@@ -205,7 +205,6 @@ def main(argv: list[str] | None = None) -> int:
         open_loop(port, args.rate, 3.0, pool)  # warm: near cache, connections
         with open("/proc/loadavg") as f:
             print(f"load average before: {f.read().split()[:3]}", flush=True)
-        baseline = sockets(worker)
         results: dict[str, list[list[float]]] = {"without": [], "with": []}
         memory: list[float] = []
         for pair in range(args.pairs):
@@ -218,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                     gevent.sleep(2.0)
                     memory.append((rss(worker) - before) / max(1, seen["open"]))
                     print(f"  {seen['open']} streams open", flush=True)
+                while pool.qsize():  # fresh connections each phase: gunicorn closes idle keep-alive ones
+                    pool.get().sock.close()
                 lat = open_loop(port, args.rate, args.phase, pool)
                 results[label].append(lat)
                 print(f"pair {pair + 1} {label:7} streams: {len(lat)} requests, p50 {percentile(lat, 0.5):.2f} ms, "
@@ -226,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
                     sock.close()
                 gevent.killall(greenlets, timeout=5)
                 if socks:  # the next phase starts once the worker has let go of these streams
-                    waited, left = wait_streams_gone(worker, baseline, 4 * 15.0 + 10)
-                    print(f"  streams released by the worker after {waited:.1f} s ({left} sockets over)", flush=True)
+                    waited, left = wait_streams_gone(port, 4 * 15.0)
+                    print(f"  streams released by the worker after {waited:.1f} s ({left} still held)", flush=True)
         p99 = {label: statistics.median(percentile(lat, 0.99) for lat in runs) for label, runs in results.items()}
         p50 = {label: statistics.median(percentile(lat, 0.5) for lat in runs) for label, runs in results.items()}
         with open("/proc/loadavg") as f:

@@ -8,7 +8,8 @@ and a commit cannot lose its announcement. The write never waits for the hub: af
 it only wakes the drain loop (one greenlet per worker, gunicorn.conf.py), which POSTs each URL
 once however many rows name it, deletes the rows the hub took (2xx), and keeps the others with
 an exponential backoff (WEBSUB_RETRY_BASE s, doubled per attempt, at most 10 minutes) while the
-hub is unreachable. Rows are taken FOR UPDATE SKIP LOCKED, so two workers never announce the
+hub is unreachable; once one URL finds the hub unreachable, the batch's others are backed off
+untried (a silent hub costs a pass one WEBSUB_TIMEOUT while the rows stay locked, not one per URL). Rows are taken FOR UPDATE SKIP LOCKED, so two workers never announce the
 same row at once.
 """
 
@@ -89,8 +90,9 @@ class WebSub:
     def poke(self) -> None:
         self.wake.set()
 
-    def announce(self, topic: str) -> bool:
-        """POST one publish notification; True when the hub took it (2xx)."""
+    def announce(self, topic: str) -> bool | None:
+        """POST one publish notification: True when the hub took it (2xx), False when it answered
+        otherwise, None when it could not be reached (refused, timed out)."""
         body = urlencode({"hub.mode": "publish", "hub.url": topic}).encode()
         req = urllib.request.Request(
             self.hub_url, data=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
@@ -100,9 +102,10 @@ class WebSub:
                 return 200 <= int(response.status) < 300
         except urllib.error.HTTPError as exc:
             log.warning("websub: the hub answered %d for %s", exc.code, topic)
+            return False
         except (urllib.error.URLError, OSError) as exc:
             log.warning("websub: hub unreachable (%s)", type(exc).__name__)
-        return False
+            return None
 
     def drain(self) -> tuple[int, int]:
         """Announce every due row: (feed URLs the hub took, URLs left for a retry)."""
@@ -127,11 +130,17 @@ class WebSub:
                 for row in rows:
                     by_topic.setdefault(row.topic, []).append(row)
                 done: list[int] = []
+                reachable = True
                 for topic, same in by_topic.items():
-                    if self.announce(topic):
+                    # Once the hub could not be reached, the batch's other URLs are backed off
+                    # without trying: a silent hub costs one timeout per pass, not one per URL
+                    # (the rows stay locked, and a pooled connection held, while this runs).
+                    answer = self.announce(topic) if reachable else None
+                    if answer:
                         done += [row.id for row in same]
                         taken += 1
                         continue
+                    reachable = reachable and answer is not None
                     failed += 1
                     for row in same:
                         delay = min(_MAX_BACKOFF, self.retry_base * 2**row.attempts)
@@ -142,7 +151,7 @@ class WebSub:
                         )
                 if done:
                     conn.execute(delete(WebSubOutbox).where(WebSubOutbox.id.in_(done)))
-            if len(rows) < _BATCH or not done:
+            if len(rows) < _BATCH or not done or not reachable:
                 return taken, failed
 
     def drain_forever(self, app: Flask, tick: float, stop: threading.Event | None = None) -> None:

@@ -7,6 +7,8 @@ round trip to notify anything), and what is under test is what the publisher sen
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -148,6 +150,37 @@ def test_an_unreachable_hub_delays_the_announcement_never_the_write(
     assert outbox(app) == []
     announced = hub.topics()[-len({t for t, _ in left}) :]
     assert sorted(announced) == sorted({t for t, _ in left})  # each feed once, however many rows named it
+
+
+def test_a_silent_hub_costs_one_timeout_per_drain_not_one_per_feed(make_app: Callable[..., Flask]) -> None:
+    """A hub that accepts connections and never answers: the first URL times out, the others of
+    the batch are backed off untried (each would hold the batch's row locks another timeout)."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(silent.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/hub"
+    app = make_app(WEBSUB_HUB_URL=url, PUBLIC_BASE_URL=BASE, WEBSUB_RETRY_BASE=0.0, WEBSUB_TIMEOUT=0.5)
+    try:
+        clear_outbox(app)
+        create(app, an_author(app), "While the hub is silent", a_category(app))
+        topics = {topic for topic, _ in outbox(app)}
+        assert len(topics) >= 4  # the global, category and author feeds, two formats each
+        assert push.state(app).websub.drain() == (0, len(topics))
+        assert len(accepted) == 1, f"{len(accepted)} connections for {len(topics)} feeds"
+        assert {topic for topic, _ in outbox(app)} == topics
+        assert all(attempts == 1 for _, attempts in outbox(app))  # every row backed off, none lost
+    finally:
+        silent.close()
+        for conn in accepted:
+            conn.close()
 
 
 def test_the_drain_loop_announces_as_soon_as_a_commit_wrote_rows(make_app: Callable[..., Flask], hub: Recorder) -> None:

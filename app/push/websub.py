@@ -9,8 +9,8 @@ it only wakes the drain loop (one greenlet per worker, gunicorn.conf.py), which 
 once however many rows name it, deletes the rows the hub took (2xx), and keeps the others with
 an exponential backoff (WEBSUB_RETRY_BASE s, doubled per attempt, at most 10 minutes) while the
 hub is unreachable; once one URL finds the hub unreachable, the batch's others are backed off
-untried (a silent hub costs a pass one WEBSUB_TIMEOUT while the rows stay locked, not one per URL). Rows are taken FOR UPDATE SKIP LOCKED, so two workers never announce the
-same row at once.
+untried (a silent hub costs a pass one WEBSUB_TIMEOUT while the rows stay locked, not one per
+URL). Rows are taken FOR UPDATE SKIP LOCKED, so two workers never announce the same row at once.
 """
 
 from __future__ import annotations

@@ -71,6 +71,12 @@ def rss(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Conn:
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -206,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         with open("/proc/loadavg") as f:
             print(f"load average before: {f.read().split()[:3]}", flush=True)
         results: dict[str, list[list[float]]] = {"without": [], "with": []}
+        cpu: dict[str, list[float]] = {"without": [], "with": []}
         memory: list[float] = []
         for pair in range(args.pairs):
             for label in ("without", "with") if pair % 2 == 0 else ("with", "without"):
@@ -219,10 +226,15 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {seen['open']} streams open", flush=True)
                 while pool.qsize():  # fresh connections each phase: gunicorn closes idle keep-alive ones
                     pool.get().sock.close()
+                cpu_before = cpu_seconds(worker)
                 lat = open_loop(port, args.rate, args.phase, pool)
                 results[label].append(lat)
+                # The worker's CPU per request: what the streams cost it, whatever else the machine runs
+                # (its latency percentiles move with the other load; its own CPU time much less).
+                cpu[label].append((cpu_seconds(worker) - cpu_before) * 1000 / max(1, len(lat)))
                 print(f"pair {pair + 1} {label:7} streams: {len(lat)} requests, p50 {percentile(lat, 0.5):.2f} ms, "
-                      f"p99 {percentile(lat, 0.99):.2f} ms, max {max(lat):.1f} ms", flush=True)  # fmt: skip
+                      f"p99 {percentile(lat, 0.99):.2f} ms, max {max(lat):.1f} ms, "
+                      f"worker CPU {cpu[label][-1]:.3f} ms/request", flush=True)  # fmt: skip
                 for sock in socks:
                     sock.close()
                 gevent.killall(greenlets, timeout=5)
@@ -237,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
             f"median p99 without {p99['without']:.2f} ms, with {args.streams} idle streams {p99['with']:.2f} ms: "
             f"ratio {p99['with'] / p99['without']:.3f}; p50 {p50['without']:.2f} / {p50['with']:.2f} ms; "
             f"worker RSS per idle stream {statistics.median(memory) / 1024:.1f} KiB"
+        )
+        ms = {label: statistics.median(values) for label, values in cpu.items()}
+        print(
+            f"worker CPU per request (median of phases): without {ms['without']:.3f} ms, with {ms['with']:.3f} ms: "
+            f"ratio {ms['with'] / ms['without']:.3f}; per phase without {[round(v, 3) for v in cpu['without']]}, "
+            f"with {[round(v, 3) for v in cpu['with']]}"
         )
         return 0
     finally:

@@ -48,7 +48,10 @@ workers = _env_int("WEB_CONCURRENCY", len(os.sched_getaffinity(0)))
 # Greenlets per worker. Past ~200 concurrent requests one core is already queueing >100 ms of
 # work; further connections are better left in the listen backlog, where an idle worker (or
 # Nginx's retry) takes them. app/config.py sizes the Redis and PostgreSQL pools from it.
-worker_connections = _env_int("GUNICORN_WORKER_CONNECTIONS", 200)
+# Plus the Server-Sent Events streams one worker may hold (SSE_MAX_STREAMS, app/config.py): an
+# idle stream is a parked greenlet, and must not take one of the request slots the pools are
+# sized for (app/config.py sizes them from GUNICORN_WORKER_CONNECTIONS alone).
+worker_connections = _env_int("GUNICORN_WORKER_CONNECTIONS", 200) + _env_int("SSE_MAX_STREAMS", 1000)
 # Longer than Nginx's upstream keepalive_timeout (60 s): the proxy, not gunicorn, closes idle
 # keep-alive connections, so a request never races gunicorn's close on a reused connection.
 keepalive = _env_int("GUNICORN_KEEPALIVE", 75)
@@ -234,9 +237,18 @@ def post_worker_init(worker: Any) -> None:
 
         drain = invalidation.invalidator(app).drain_forever
         worker.outbox_drain = gevent.spawn(drain, app, OUTBOX_TICK, OUTBOX_SWEEP)
+        from app.extensions import push
+
+        state = push.state(app)
+        # Events older than SSE_RETENTION: one DELETE an hour per worker.
+        worker.events_prune = gevent.spawn(state.hub.prune_forever, app.config["SSE_RETENTION"], 3600.0)
+        websub = state.websub
+        if websub.enabled:  # WebSub announcements (app/push/websub.py): woken by each commit, swept each tick
+            worker.websub_drain = gevent.spawn(websub.drain_forever, app, OUTBOX_SWEEP)
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    drain = getattr(worker, "outbox_drain", None)
-    if drain is not None:
-        drain.kill(block=False)
+    for name in ("outbox_drain", "websub_drain", "events_prune"):
+        drain = getattr(worker, name, None)
+        if drain is not None:
+            drain.kill(block=False)

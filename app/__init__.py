@@ -24,12 +24,13 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
 def register_extensions(app: Flask) -> None:
     from app import models  # noqa: F401  (registers the tables for Alembic)
-    from app.extensions import cursors, db, invalidation, jwt, limiter, migrate, page_cache, replicas
+    from app.extensions import cursors, db, invalidation, jwt, limiter, migrate, page_cache, push, replicas
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"), render_as_batch=True)
     with app.app_context():
         invalidation.init_app(app, db.engine)
+        push.init_app(app, db.engine, invalidation.after_commit)
     replicas.init_app(app, db)
     page_cache.init_app(app, invalidation.invalidator(app), replicas.router(app))
     cursors.init_app(app)

@@ -238,6 +238,32 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         # Client address for per-address limits: the Nth address from the right of X-Forwarded-For
         # when N trusted proxies (Nginx = 1) append to it; 0 = the socket peer.
         "TRUSTED_PROXY_HOPS": _int("TRUSTED_PROXY_HOPS", 0),
+        # Server-Sent Events (app/push). A heartbeat comment at least this often (s): proxies and
+        # clients drop connections silent for longer (Nginx's read timeout on streams is far longer).
+        "SSE_HEARTBEAT": float(env.get("SSE_HEARTBEAT", 15)),
+        # What EventSource waits before reconnecting (ms): with Last-Event-ID it loses nothing.
+        "SSE_RETRY_MS": _int("SSE_RETRY_MS", 2000),
+        # Events replayed to a reconnecting stream at most; past that it gets `reset` and refetches
+        # its feed (cheaper than thousands of events, and the first page is cached).
+        "SSE_REPLAY_MAX": _int("SSE_REPLAY_MAX", 1000),
+        # Recent events each process keeps in memory for its live streams (older: the database).
+        "SSE_RING": _int("SSE_RING", 4096),
+        # The fetcher reads new events at each doorbell, and at least this often (s) when a doorbell
+        # was lost (Redis and PostgreSQL both unreachable for the writer, a subscription reconnecting).
+        "SSE_POLL_INTERVAL": float(env.get("SSE_POLL_INTERVAL", 5)),
+        # Open streams per process (an idle stream is a parked greenlet: ~tens of KiB); gunicorn.conf.py
+        # adds the same number to worker_connections, so streams never take a request's slot.
+        "SSE_MAX_STREAMS": _int("SSE_MAX_STREAMS", 1000),
+        # Per client address, cluster-wide (leases in Redis): a browser needs one or two; a page
+        # opening streams in a loop must not hold a worker's slots.
+        "SSE_MAX_PER_CLIENT": _int("SSE_MAX_PER_CLIENT", 8),
+        # Events are kept this long (s) for resuming streams; a position older than that gets `reset`.
+        "SSE_RETENTION": float(env.get("SSE_RETENTION", 7 * 86400)),
+        # WebSub (app/push/websub.py): the hub the feeds advertise and every changed feed is announced
+        # to (hub.mode=publish); empty = none. Topic URLs use PUBLIC_BASE_URL (else the writer's host).
+        "WEBSUB_HUB_URL": env.get("WEBSUB_HUB_URL", "").strip(),
+        "WEBSUB_TIMEOUT": float(env.get("WEBSUB_TIMEOUT", 5)),  # per announcement; the write never waits
+        "WEBSUB_RETRY_BASE": float(env.get("WEBSUB_RETRY_BASE", 5)),  # s, doubled per failed attempt
         "EMBEDDED": embedded,
         # JWTs (writes only). A separate JWT_SECRET_KEY lets tokens be rotated (everyone signed
         # out) without also invalidating every cursor signed with SECRET_KEY.

@@ -22,7 +22,7 @@ from app.api import API_PREFIX
 
 EXPOSED = "ETag, Last-Modified, Link, Age, Retry-After, RateLimit, RateLimit-Policy, X-Request-ID, Location"
 READ_METHODS = "GET, HEAD, OPTIONS"
-READ_HEADERS = "Accept, If-None-Match, If-Modified-Since, X-Request-ID"
+READ_HEADERS = "Accept, If-None-Match, If-Modified-Since, Last-Event-ID, X-Request-ID"
 WRITE_METHODS = "GET, HEAD, OPTIONS, POST, PATCH, DELETE"
 WRITE_HEADERS = "Accept, Authorization, Content-Type, If-None-Match, If-Modified-Since, X-Request-ID"
 

@@ -15,6 +15,7 @@ from app.cache.pages import PageCache
 from app.models.base import Base
 from app.observability.metrics import Metrics
 from app.pagination import Cursors
+from app.push import Push
 from app.ratelimit import RateLimiter
 from app.replicas import ReadReplicas, RoutingSession
 
@@ -27,4 +28,5 @@ page_cache = PageCache()  # the page cache (app/cache/pages.py)
 replicas = ReadReplicas()  # which database computes a page: LSN-gated replica reads (app/replicas.py)
 cursors = Cursors()  # signed keyset cursors (app/pagination.py)
 limiter = RateLimiter()  # per-client quotas on sign-in and writes (app/ratelimit.py)
+push = Push()  # Server-Sent Events of post changes (app/push)
 metrics = Metrics()  # Prometheus metrics and the pool/breaker sampler (app/observability/metrics.py)

@@ -20,6 +20,8 @@ import orjson
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 ATOM_NAMESPACE = "http://www.w3.org/2005/Atom"
 GENERATOR = "Readwire"
+# An empty page's Atom `updated` (required by RFC 4287): a constant, so its bytes never change.
+EMPTY_UPDATED = datetime(1970, 1, 1, tzinfo=UTC)
 _JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z | orjson.OPT_OMIT_MICROSECONDS
 # Everything outside XML 1.0's Char production (C0 controls but tab/LF/CR, U+FFFE/U+FFFF, lone surrogates).
 _NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -37,6 +39,7 @@ class FeedDocument:
     next_url: str | None  # older items
     prev_url: str | None  # newer items (pollers resume from here)
     api_root: str  # base of the API's own URLs (category and tag schemes)
+    hub_url: str | None = None  # the WebSub hub readers may subscribe at (WEBSUB_HUB_URL)
 
 
 def json_feed(doc: FeedDocument, items: Sequence[dict[str, Any]]) -> bytes:
@@ -49,6 +52,8 @@ def json_feed(doc: FeedDocument, items: Sequence[dict[str, Any]]) -> bytes:
     }
     if doc.next_url:
         feed["next_url"] = doc.next_url
+    if doc.hub_url:
+        feed["hubs"] = [{"type": "WebSub", "url": doc.hub_url}]
     feed["items"] = [_json_item(item) for item in items]
     # Extension (leading underscore, as the spec asks): where a poller resumes for newer items.
     feed["_readwire"] = {"prev_url": doc.prev_url}
@@ -78,13 +83,17 @@ def _json_item(item: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def atom_feed(doc: FeedDocument, items: Sequence[dict[str, Any]], now: datetime) -> bytes:
-    """An Atom 1.0 feed document; `updated` is the newest item's, or `now` for an empty page."""
+def atom_feed(doc: FeedDocument, items: Sequence[dict[str, Any]]) -> bytes:
+    """An Atom 1.0 feed document; `updated` is the newest item's, or EMPTY_UPDATED for an empty
+    page: never the render time, so re-rendering an unchanged page gives the same bytes (and
+    ETag), and a poller of an empty feed keeps getting 304s."""
     feed = Element("feed", xmlns=ATOM_NAMESPACE)
     _plain(feed, "id", doc.feed_url)
     _text(feed, "title", doc.title)
-    _plain(feed, "updated", _timestamp(max((item["updated_at"] for item in items), default=now)))
+    _plain(feed, "updated", _timestamp(max((item["updated_at"] for item in items), default=EMPTY_UPDATED)))
     _link(feed, "self", doc.page_url, "application/atom+xml")
+    if doc.hub_url:  # WebSub discovery: rel=hub next to rel=self (the topic)
+        SubElement(feed, "link", rel="hub", href=doc.hub_url)
     _link(feed, "alternate", doc.home_page_url, "text/html")
     _link(feed, "alternate", doc.alternate_url, "application/feed+json")
     if doc.next_url:

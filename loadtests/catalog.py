@@ -20,6 +20,7 @@ class Scenario:
     warmup_with: str | None = None  # another scenario's locustfile and conf to warm up with (spike: readers)
     capacity: bool = False  # the capacity search (run.py steps a mix's rate up; see loadtests/capacity.py)
     mix: str | None = None  # the locustfile's scenario when it is another one's (capacity: readers by default)
+    one_process: bool = False  # refuses --processes (streamers: writes and received events are matched in-process)
 
     @property
     def locustfile(self) -> Path:
@@ -50,6 +51,14 @@ SCENARIOS = {
             "step the offered rate of a mix up until an SLO breaks, bisect: the knee and what saturated",
             capacity=True,
             mix="readers",
+        ),
+        # No warm-up: it would leave streams' memory in the workers before the idle-memory reading.
+        Scenario(
+            "streamers",
+            "SSE clients with forced reconnects while an editor writes (issue 13)",
+            writes=True,
+            warmup_s=0,
+            one_process=True,
         ),
     )
 }

@@ -51,6 +51,7 @@ if __package__ in (None, ""):  # run as a script: make `loadtests` importable fr
 from loadtests import capacity, cpu, report, slo, timings
 from loadtests.catalog import EDITOR_PASSWORD_ENV, EDITOR_USERNAME_ENV, HERE, MIXES, SCENARIOS, Scenario
 from loadtests.pacing import load_pacing
+from loadtests.push_report import push_figures
 
 REPO = HERE.parent
 DEFAULT_STACK_DIR = REPO / ".stack"  # devstack/stack.py's default; it writes <dir>/state.json
@@ -337,6 +338,7 @@ def prepare(args: argparse.Namespace, state: dict[str, Any], writes: bool) -> Co
             print(f"loadtest: {target}/api/v1/popular answers {status}: leaving /popular out (--popular on forces it)")
     extra["/popular"] = "included" if popular == "on" else "left out"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env["LOADTEST_STACK_DIR"] = str(args.stack_dir.resolve())  # issue 13: streamers read the workers' memory
     if writes:
         username, password = editor_credentials(database_url, redis_url, state)
         env[EDITOR_USERNAME_ENV], env[EDITOR_PASSWORD_ENV] = username, password
@@ -466,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.mix and not scenario.capacity:
         print("loadtest: --mix is for the capacity scenario", file=sys.stderr)
         return 2
+    if scenario.one_process and args.processes:
+        print(f"loadtest: {scenario.name} runs in one Locust process (its ledgers are per process)", file=sys.stderr)
+        return 2
     try:
         if args.no_stack:
             return dispatch(scenario, args, {})
@@ -533,6 +538,8 @@ def execute(scenario: Scenario, args: argparse.Namespace, state: dict[str, Any])
         if hits + misses:
             extra["redis keyspace hit ratio"] = f"{hits / (hits + misses):.1%} ({hits} hits, {misses} misses)"
     extra["load average at end"] = loadavg()
+    # Issue 13: pollers' 304 share and bytes per poll; streamers' losses and memory per idle stream.
+    extra.update(push_figures(load_pacing(run_dir).get("counters", {})))
     meta = {
         "scenario": scenario.name,
         "target": ctx.target,

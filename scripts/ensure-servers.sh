@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure the server binaries used by devstack/ and the tests are installed:
-# PostgreSQL (server), redis-server and nginx; with --bench also wrk (make serve-bench),
+# PostgreSQL (server), redis-server and nginx (with its perl module); with --bench also wrk (make serve-bench),
 # with --gate valgrind (make bench-gate).
 # `make cluster` needs nothing more: pg_basebackup comes with the server (postgresql-client-N is
 # a dependency), a Sentinel is `redis-server --sentinel` (Debian's redis-sentinel package only
@@ -34,6 +34,8 @@ missing=()
 pg_bindir >/dev/null || missing+=(postgresql)
 have redis-server || missing+=(redis-server)
 have nginx || missing+=(nginx-light)
+# nginx.conf loads the embedded Perl module (the edge's Age on STALE answers).
+[[ -e /usr/lib/nginx/modules/ngx_http_perl_module.so ]] || missing+=(libnginx-mod-http-perl)
 [[ $bench -eq 1 ]] && ! have wrk && missing+=(wrk)
 [[ $gate -eq 1 ]] && ! have valgrind && missing+=(valgrind)
 
@@ -71,5 +73,6 @@ pg_bindir >/dev/null || { echo "ensure-servers: PostgreSQL server binaries still
 [[ -x "$(pg_bindir)/pg_basebackup" ]] || { echo "ensure-servers: pg_basebackup missing" >&2; exit 1; }
 have redis-server || { echo "ensure-servers: redis-server still missing" >&2; exit 1; }
 have nginx || { echo "ensure-servers: nginx still missing" >&2; exit 1; }
+[[ -e /usr/lib/nginx/modules/ngx_http_perl_module.so ]] || { echo "ensure-servers: nginx's perl module still missing" >&2; exit 1; }
 [[ $bench -eq 0 ]] || have wrk || { echo "ensure-servers: wrk still missing" >&2; exit 1; }
 [[ $gate -eq 0 ]] || have valgrind || { echo "ensure-servers: valgrind still missing" >&2; exit 1; }

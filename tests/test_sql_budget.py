@@ -133,6 +133,49 @@ def _measure_writes(client: FlaskClient, statements: list[str], names: dict[str,
     return measured
 
 
+STREAMS = [
+    "GET /api/v1/stream",
+    "GET /api/v1/categories/{category}/stream",
+    "GET /api/v1/tags/{tag}/stream",
+    "GET /api/v1/authors/{author}/stream",
+]
+
+
+def _measure_streams(app: Flask, client: FlaskClient, names: dict[str, Any]) -> dict[str, Any]:
+    """Statements to open an event stream, in the request's own thread: the push hub's fetcher
+    runs beside it (its queries are per process and per doorbell, not per stream)."""
+    import threading
+
+    from sqlalchemy import event
+
+    from app.extensions import push
+
+    hub = push.state(app).hub
+    mine: list[str] = []
+    me = threading.get_ident()
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if threading.get_ident() == me:
+            mine.append(statement)
+
+    engine = db.engines[None] if hasattr(db, "engines") else db.engine
+    target = getattr(engine, "engine", engine)
+    event.listen(target, "before_cursor_execute", record)
+    measured: dict[str, Any] = {}
+    try:
+        hub.ensure_started()
+        for request in STREAMS:
+            mine.clear()
+            response = client.get(request.split(" ", 1)[1].format(**names), buffered=False)
+            assert response.status_code == 200, (request, response.status_code)
+            measured[request] = {"open": _count(mine)}
+            response.close()
+    finally:
+        event.remove(target, "before_cursor_execute", record)
+        hub.stop()
+    return measured
+
+
 def _covered(app: Flask, requests: list[str]) -> set[tuple[str, str]]:
     adapter = app.url_map.bind("localhost")
     covered = set()
@@ -151,6 +194,7 @@ def test_sql_statements_per_request_match_the_budget(
         auth_service, "generate_password_hash", lambda pw: generate_password_hash(pw, method="scrypt:1024:8:1")
     )
     measured = {**_measure_reads(app, client, statements, names), **_measure_writes(client, statements, names)}
+    measured |= _measure_streams(app, client, names)  # last: it starts the push hub's threads
 
     routes = {(r.endpoint, m) for r in app.url_map.iter_rules() if r.endpoint != "static"
               for m in r.methods - {"HEAD", "OPTIONS"}}  # fmt: skip

@@ -47,10 +47,10 @@ class UsernameConverter(BaseConverter):
 
 
 def register_api(app: Flask) -> None:
-    from app.api import auth, directory, docs, feeds, health, posts, syndication, writes
+    from app.api import auth, directory, docs, feeds, health, posts, streams, syndication, writes
 
     app.session_interface = NoSessions()
     app.url_map.converters.update(slug=SlugConverter, username=UsernameConverter)
-    for module in (feeds, syndication, posts, directory, auth, writes, docs):
+    for module in (feeds, syndication, streams, posts, directory, auth, writes, docs):
         app.register_blueprint(module.bp, url_prefix=API_PREFIX)
     app.register_blueprint(health.bp)

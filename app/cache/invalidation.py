@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
@@ -212,6 +212,9 @@ class Invalidation:
 
     key = "invalidation"
     _listening = False
+    # Run after every commit, once its invalidations were applied (app/push rings its doorbell
+    # there: a client that reacts to an event must read the new pages).
+    _committed: list[Callable[[Session], None]] = []
 
     def init_app(self, app: Flask, engine: Any) -> None:
         app.extensions[self.key] = Invalidator(engine, float(app.config["CACHE_INVALIDATION_WAIT"]))
@@ -227,8 +230,14 @@ class Invalidation:
         invalidator: Invalidator = (app or current_app).extensions[self.key]
         return invalidator
 
+    def after_commit(self, hook: Callable[[Session], None]) -> None:
+        """Call `hook(session)` after each commit, once its invalidations were applied."""
+        Invalidation._committed.append(hook)
+
     def _after_commit(self, session: Session) -> None:
         names = session.info.pop(_NAMESPACES, None)
         outbox_ids = session.info.pop(_OUTBOX_IDS, [])
         if names:
             self.invalidator().apply(names, outbox_ids)
+        for hook in Invalidation._committed:
+            hook(session)

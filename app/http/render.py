@@ -12,7 +12,6 @@ request (respond.py): a stored page must not carry the Host of whoever filled it
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -23,7 +22,7 @@ from app.cache.entries import MEDIA_TYPES, Rendered
 from app.errors import ApiError, problem_body
 from app.extensions import cursors
 from app.http import API_PREFIX
-from app.pagination import Cursor, Direction, Page, link_header, page_cursors, page_url
+from app.pagination import LIMIT_DEFAULT, Cursor, Direction, Page, link_header, page_cursors, page_url
 from app.syndication import FeedDocument, atom_feed, json_feed
 
 JSON, PROBLEM, FEED_JSON, ATOM = MEDIA_TYPES
@@ -105,13 +104,17 @@ def rendered_feed_document(
     doc = FeedDocument(
         title=config["SITE_NAME"] if name is None else f"{config['SITE_NAME']}: {name}",
         feed_url=feed_url,
-        page_url=page_url(feed_url, args, params.get("cursor")),
+        # The first page at the default size is the feed itself (its WebSub topic): no query.
+        page_url=feed_url
+        if params.get("cursor") is None and params["limit"] == LIMIT_DEFAULT
+        else page_url(feed_url, args, params.get("cursor")),
         home_page_url=config["SITE_URL"],
         alternate_url=feed_url.rpartition(".")[0] + "." + ("atom" if fmt == "json" else "json"),
         next_url=page_url(feed_url, args, next_cursor) if next_cursor else None,
         prev_url=page_url(feed_url, args, prev_cursor) if prev_cursor else None,
         api_root=ROOT_URL + API_PREFIX,
+        hub_url=config["WEBSUB_HUB_URL"] or None,
     )
-    body = json_feed(doc, page.items) if fmt == "json" else atom_feed(doc, page.items, datetime.now(UTC))
+    body = json_feed(doc, page.items) if fmt == "json" else atom_feed(doc, page.items)
     link = link_header(feed_url, args, next_cursor, prev_cursor)
     return rendered(body, link=link, media_type=FEED_JSON if fmt == "json" else ATOM, templated=True)

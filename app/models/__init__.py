@@ -4,9 +4,23 @@ from __future__ import annotations
 
 from app.models.author import Author
 from app.models.comment import Comment
+from app.models.event import PostEvent
 from app.models.outbox import CacheOutbox
 from app.models.popular import PopularRank, PopularSnapshot
 from app.models.post import Post, PostTag
 from app.models.taxonomy import Category, Tag
+from app.models.websub import WebSubOutbox
 
-__all__ = ["Author", "CacheOutbox", "Category", "Comment", "PopularRank", "PopularSnapshot", "Post", "PostTag", "Tag"]
+__all__ = [
+    "Author",
+    "CacheOutbox",
+    "Category",
+    "Comment",
+    "PopularRank",
+    "PopularSnapshot",
+    "Post",
+    "PostEvent",
+    "PostTag",
+    "Tag",
+    "WebSubOutbox",
+]

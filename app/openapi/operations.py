@@ -26,7 +26,10 @@ _HEADERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "string", "minLength": 1, "maxLength": 128},
     },
     "ETag": {"description": "Weak validator; send it back in If-None-Match.", "schema": {"type": "string"}},
-    "Last-Modified": {"description": "When the page was computed (HTTP-date).", "schema": {"type": "string"}},
+    "Last-Modified": {
+        "description": "When the page's content last changed (HTTP-date); kept while re-renders give the same bytes.",
+        "schema": {"type": "string"},
+    },
     "Cache-Control": {
         "description": "`public, max-age=1, s-maxage=1, stale-while-revalidate=1, stale-if-error=300` on reads "
         "(HTTP_CACHE_CONTROL); `no-store` on errors, writes and tokens.",
@@ -246,6 +249,66 @@ def _syndication(media_type: str, scope: str, missing: str | None = None) -> dic
     )
 
 
+_STREAM_DESCRIPTION = (
+    "Server-Sent Events (text/event-stream): `post.created` (a post became visible), `post.updated` (a "
+    "visible post changed), `post.deleted` (deleted or unpublished), each sent after its write committed, "
+    "with `data` = `{type, post: {id, slug, title, url, published_at, updated_at, category, tags, author}, "
+    "written_at}` (`post: {id}` for deletions) and an `id` that is a signed position. Reconnect with "
+    "`Last-Event-ID` (EventSource does) to get what was missed, replayed in order, then live: nothing lost, "
+    "nothing twice. Past 1,000 missed events (SSE_REPLAY_MAX) the stream sends `reset` (its `id` is the "
+    "current position): refetch the feed, then carry on. A `: heartbeat` comment at least every 15 s "
+    "(with an `id` when events of other scopes moved the position). At most 8 open streams per client "
+    "address (SSE_MAX_PER_CLIENT).\n\n"
+    "    curl -N -H 'Accept: text/event-stream' https://readwire.example/api/v1/stream"
+)
+
+
+def _stream(scope: str, missing: str | None = None) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "The stream (never ends by itself).",
+            "headers": headers("Cache-Control", *_PUBLIC, required=("Cache-Control", *_PUBLIC)),
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        "400": problem(
+            "`invalid_parameter` (any query parameter) or `invalid_cursor` (a Last-Event-ID this server did not "
+            "issue: reconnect without it).",
+            *_PUBLIC,
+            required=_PUBLIC,
+        ),
+    }
+    if missing:
+        responses["404"] = problem(f"`not_found`: {missing}.", *_PUBLIC, required=_PUBLIC)
+    responses["429"] = problem(
+        "`rate_limited`: this address holds its quota of open streams.",
+        "Retry-After",
+        *_PUBLIC,
+        required=("Retry-After",),
+    )
+    responses["503"] = problem(
+        "`unavailable`: this server holds as many streams as it can, or the database is unreachable.",
+        "Retry-After",
+        *_PUBLIC,
+        required=("Retry-After",),
+    )
+    return {
+        "summary": f"Live post changes{scope}",
+        "description": _STREAM_DESCRIPTION,
+        "tags": ["Streams"],
+        "parameters": [
+            {
+                "in": "header",
+                "name": "Last-Event-ID",
+                "required": False,
+                "description": "The `id` of the last event received: resume after it.",
+                "schema": {"type": "string", "maxLength": 64},
+            },
+            "X-Request-ID",
+        ],
+        "responses": responses,
+    }
+
+
 _READY_DOWN = {"description": "The database is unreachable.", "content": {JSON: {"schema": doc.Ready}}}
 
 OPERATIONS: dict[str, dict[str, Any]] = {
@@ -270,6 +333,10 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "syndication.tag_atom": _syndication(ATOM, " with one tag", "no such tag"),
     "syndication.author_json": _syndication(FEED_JSON, " by one author", "no such author"),
     "syndication.author_atom": _syndication(ATOM, " by one author", "no such author"),
+    "streams.global_stream": _stream(""),
+    "streams.category_stream": _stream(" in one category", "no such category"),
+    "streams.tag_stream": _stream(" with one tag", "no such tag"),
+    "streams.author_stream": _stream(" by one author", "no such author"),
     "posts.post_detail": cached_read(
         "One post with its body",
         "Posts",

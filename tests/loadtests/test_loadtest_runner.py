@@ -74,6 +74,15 @@ def test_capacity_runs_a_mix_and_only_capacity_takes_one(capsys: pytest.CaptureF
     assert "--mix is for the capacity scenario" in capsys.readouterr().err
 
 
+def test_streamers_run_in_one_process_without_warm_up(capsys: pytest.CaptureFixture[str]) -> None:
+    """Its writer's acknowledged writes and each stream's received events are matched in-process."""
+    streamers = SCENARIOS["streamers"]
+    assert streamers.one_process and streamers.warmup_s == 0 and streamers.writes
+    assert "processes" not in run.read_conf(streamers.conf)
+    assert run.main(["streamers", "--processes", "2", "--no-stack", "--target", "http://127.0.0.1:9"]) == 2
+    assert "runs in one Locust process" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("rate", "users"), [(10, 20), (100, 25), (1000, 250), (5000, 300)])
 def test_users_grow_with_the_rate_within_bounds(rate: float, users: int) -> None:
     args = run.build_parser().parse_args(["capacity"])

@@ -1,0 +1,312 @@
+"""The per-process hub: every event committed anywhere, in id order, for this process's streams.
+
+The database is the source of truth; pub/sub is only a doorbell. After a commit that wrote
+events the writer PUBLISHes the highest id on Redis (or, when Redis cannot take it, NOTIFYs on
+PostgreSQL), and pokes its own hub. Each process holds one Redis subscription and one LISTEN
+connection (never one per stream); any ring wakes the one fetcher, which reads the rows after
+the last id it has (keyset on the primary key, one query per ring, whatever the number of
+streams), appends them to a bounded in-memory ring and wakes the streams. A lost message costs
+nothing but delay: the next ring or the periodic sweep (SSE_POLL_INTERVAL) fetches the same
+rows. Ids grow in commit order (app/push/events.py), so "after the last id" never skips one.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import struct
+import threading
+import time
+from bisect import bisect_right
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.engine import Engine
+
+from app.cache.discovery import RedisTarget
+from app.cache.store import CircuitBreaker
+from app.models import PostEvent
+
+log = logging.getLogger(__name__)
+CHANNEL = "rw:events"  # Redis pub/sub channel
+PG_CHANNEL = "readwire_events"  # PostgreSQL LISTEN/NOTIFY channel (Redis unreachable)
+_FETCH = 500  # rows per fetch query
+
+
+class InvalidPosition(ValueError):
+    """A Last-Event-ID this server did not issue (malformed, tampered)."""
+
+
+class PositionCodec:
+    """Signed stream positions: base64url(version | event id) + a truncated HMAC-SHA256, with a
+    key derived from SECRET_KEY apart from the cursors' (a position is not a page cursor)."""
+
+    _HEAD = struct.Struct(">Bq")
+    _MAC = 12
+
+    def __init__(self, secret: str) -> None:
+        self._key = hashlib.sha256(b"readwire/event-position/v1:" + secret.encode()).digest()
+
+    def _mac(self, payload: bytes) -> bytes:
+        return hmac.new(self._key, payload, hashlib.sha256).digest()[: self._MAC]
+
+    def encode(self, position: int) -> str:
+        payload = self._HEAD.pack(1, position)
+        return base64.urlsafe_b64encode(payload + self._mac(payload)).rstrip(b"=").decode()
+
+    def decode(self, token: str) -> int:
+        if not token or len(token) > 64:
+            raise InvalidPosition()
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except ValueError:
+            raise InvalidPosition() from None
+        payload, mac = raw[: self._HEAD.size], raw[self._HEAD.size :]
+        if len(raw) != self._HEAD.size + self._MAC or not hmac.compare_digest(mac, self._mac(payload)):
+            raise InvalidPosition()
+        version, position = self._HEAD.unpack(payload)
+        if version != 1 or position < 0:
+            raise InvalidPosition()
+        return int(position)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    scopes: frozenset[str]
+    frame: bytes  # the whole SSE message (id, event, data), built once per process
+
+
+def redis_client(
+    config: dict[str, Any], *, timeout: float | None = None, size: int | None = None
+) -> redis.Redis | None:
+    """A client on the app's Redis primary (REDIS_URL, or found through REDIS_SENTINELS), its
+    connections checked like the page cache's (app/cache/discovery.py), so push follows a
+    failover too; None without Redis."""
+    target = RedisTarget.from_config(config)
+    if target is None:
+        return None
+    wait = float(config["CACHE_TIMEOUT"]) if timeout is None else timeout
+    pool = target.pool(
+        max_connections=int(config["CACHE_POOL_SIZE"]) if size is None else size,
+        pool_wait=float(config["CACHE_POOL_WAIT"]),
+        timeout=wait,
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+def frame(codec: PositionCodec, event_id: int, kind: str, data: str) -> bytes:
+    return f"id: {codec.encode(event_id)}\nevent: {kind}\ndata: {data}\n\n".encode()
+
+
+class Hub:
+    """The ring of recent events and the threads (greenlets under gevent) that fill it."""
+
+    def __init__(self, engine: Engine, codec: PositionCodec, config: dict[str, Any]) -> None:
+        self.engine = engine
+        self.codec = codec
+        self.redis_url: str | None = config.get("REDIS_URL") or config.get("REDIS_SENTINELS") or None
+        self.config = config
+        self.ring_size = int(config["SSE_RING"])
+        self.poll_interval = float(config["SSE_POLL_INTERVAL"])
+        self.replay_max = int(config["SSE_REPLAY_MAX"])
+        self.cond = threading.Condition()
+        self.wake = threading.Event()
+        self._ids: list[int] = []
+        self._events: list[Event] = []
+        self.base = 0  # the ring holds every event with base < id <= last
+        self.last = 0
+        self._started = False
+        self._start_lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.housekeeping: list[Any] = []  # callables run by the fetcher at each wake (stream leases)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def ensure_started(self) -> None:
+        """Start on the first stream: the head position, then the fetcher and the subscribers."""
+        if self._started:
+            return
+        with self._start_lock:
+            if self._started:
+                return
+            self.base = self.last = self.head()
+            self._spawn(self._fetch_loop, "push-fetch")
+            if self.redis_url:
+                self._spawn(self._redis_loop, "push-redis")
+            if self.engine.dialect.name == "postgresql":
+                self._spawn(self._pg_loop, "push-listen")
+            self._started = True
+
+    @staticmethod
+    def _spawn(target: Any, name: str) -> None:
+        threading.Thread(target=target, name=name, daemon=True).start()
+
+    def stop(self) -> None:
+        """End the hub's threads within a second or so (tests; a worker just exits)."""
+        self.stopped.set()
+        self.wake.set()
+
+    def head(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(PostEvent.id), 0))).scalar_one())
+
+    def prune(self, retention: float) -> int:
+        """Delete events older than `retention` s (a stream resuming from one gets `reset`)."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=retention)
+        with self.engine.begin() as conn:
+            return int(conn.execute(delete(PostEvent).where(PostEvent.created_at < cutoff)).rowcount or 0)
+
+    def prune_forever(self, retention: float, every: float) -> None:
+        """A worker's pruning loop (gunicorn.conf.py): one DELETE every `every` s. Never raises."""
+        while not self.stopped.wait(every):
+            try:
+                self.prune(retention)
+            except Exception as exc:
+                log.warning("push: pruning events failed: %s", type(exc).__name__)
+
+    # --- filling --------------------------------------------------------------------------------
+    def poke(self) -> None:
+        self.wake.set()
+
+    def _fetch_loop(self) -> None:
+        while not self.stopped.is_set():
+            self.wake.wait(self.poll_interval)
+            self.wake.clear()
+            if self.stopped.is_set():
+                return
+            try:
+                self.fetch()
+                for task in self.housekeeping:
+                    task()
+            except Exception as exc:  # the next ring or sweep retries; the loop must never die
+                log.warning("push fetch failed: %s", type(exc).__name__)
+                time.sleep(min(1.0, self.poll_interval))
+
+    def fetch(self) -> int:
+        """Append every committed event after `last` to the ring; how many were appended."""
+        appended = 0
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(PostEvent.id, PostEvent.kind, PostEvent.scopes, PostEvent.data)
+                    .where(PostEvent.id > self.last)
+                    .order_by(PostEvent.id)
+                    .limit(_FETCH)
+                ).all()
+            if not rows:
+                return appended
+            events = [Event(r.id, frozenset(r.scopes.split()), frame(self.codec, r.id, r.kind, r.data)) for r in rows]
+            with self.cond:
+                self._ids.extend(e.id for e in events)
+                self._events.extend(events)
+                self.last = events[-1].id
+                if len(self._ids) > 2 * self.ring_size:
+                    cut = len(self._ids) - self.ring_size
+                    self.base = self._ids[cut - 1]
+                    del self._ids[:cut], self._events[:cut]
+                self.cond.notify_all()
+            appended += len(events)
+            if len(rows) < _FETCH:
+                return appended
+
+    def _subscriber(self) -> redis.Redis:
+        """One connection for the subscription, on the current primary (re-made on every retry)."""
+        client = redis_client(self.config, timeout=5.0, size=1)
+        assert client is not None
+        return client
+
+    def _redis_loop(self) -> None:
+        assert self.redis_url is not None
+        while not self.stopped.is_set():
+            try:
+                client = self._subscriber()
+                with client.pubsub() as pubsub:
+                    pubsub.subscribe(CHANNEL)
+                    while not self.stopped.is_set():
+                        # Any message rings, the subscribe confirmation too: catch up after a reconnect.
+                        if pubsub.get_message(timeout=1.0) is not None:
+                            self.wake.set()
+            except Exception as exc:
+                log.warning("push: Redis subscription lost (%s); retrying", type(exc).__name__)
+                self.stopped.wait(1.0)
+
+    def _pg_loop(self) -> None:
+        import psycopg
+
+        dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not self.stopped.is_set():
+            try:
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {PG_CHANNEL}")
+                    self.wake.set()
+                    while not self.stopped.is_set():
+                        for _notify in conn.notifies(timeout=1.0):
+                            self.wake.set()
+            except Exception as exc:
+                log.warning("push: LISTEN connection lost (%s); retrying", type(exc).__name__)
+                self.stopped.wait(1.0)
+
+    # --- reading (streams) ----------------------------------------------------------------------
+    def after(self, cursor: int) -> list[Event] | None:
+        """Events after `cursor` (call with `cond` held); None when the ring no longer reaches back
+        to `cursor` (the stream then reads the database)."""
+        if cursor < self.base:
+            return None
+        return self._events[bisect_right(self._ids, cursor) :]
+
+    def replay(self, position: int) -> tuple[list[Event], tuple[int, str] | None]:
+        """Events after `position` from the database: (events, None), or ([], (head, reason)) when
+        the stream must be reset: the position is unknown here, or more than SSE_REPLAY_MAX events
+        were missed (keyset on the primary key, at most SSE_REPLAY_MAX + 2 rows read)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(PostEvent.id, PostEvent.kind, PostEvent.scopes, PostEvent.data)
+                .where(PostEvent.id >= position)
+                .order_by(PostEvent.id)
+                .limit(self.replay_max + 2)
+            ).all()
+            known = position == 0 or (bool(rows) and rows[0].id == position)
+            missed = [r for r in rows if r.id > position]
+            if not known or len(missed) > self.replay_max:
+                head = int(conn.execute(select(func.coalesce(func.max(PostEvent.id), 0))).scalar_one())
+                return [], (head, "unknown position" if not known else "too many missed")
+        events = [Event(r.id, frozenset(r.scopes.split()), frame(self.codec, r.id, r.kind, r.data)) for r in missed]
+        return events, None
+
+
+class Publisher:
+    """Rings every process's doorbell after a commit that wrote events: Redis PUBLISH, or
+    PostgreSQL NOTIFY when Redis cannot take it; and this process's hub directly."""
+
+    def __init__(self, hub: Hub, config: dict[str, Any]) -> None:
+        self.hub = hub
+        self.client = redis_client(config)
+        self.breaker = CircuitBreaker(config["CACHE_BREAKER_THRESHOLD"], config["CACHE_BREAKER_COOLDOWN"])
+
+    def publish(self, position: int) -> str:
+        """How the doorbell was rung: redis, postgres or local (this process only)."""
+        self.hub.poke()
+        if self.client is not None and self.breaker.allow():
+            try:
+                self.client.publish(CHANNEL, str(position))
+                self.breaker.success()
+                return "redis"
+            except (redis.RedisError, OSError) as exc:
+                self.breaker.failure()
+                log.warning("push: PUBLISH failed (%s); notifying through PostgreSQL", type(exc).__name__)
+        if self.hub.engine.dialect.name != "postgresql":
+            return "local"  # the embedded default: one process, its hub was poked
+        try:
+            with self.hub.engine.connect() as conn:
+                notify = text("SELECT pg_notify(:channel, :position)")
+                conn.execute(notify, {"channel": PG_CHANNEL, "position": str(position)})
+                conn.commit()
+            return "postgres"
+        except Exception as exc:  # the writers' commit stands; streams catch up at the next sweep
+            log.warning("push: NOTIFY failed (%s); streams catch up within SSE_POLL_INTERVAL", type(exc).__name__)
+            return "local"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the server binaries used by devstack/ and the tests are installed:
 # PostgreSQL (server), redis-server and nginx; with --bench also wrk (make serve-bench),
-# with --gate valgrind (make bench-gate).
+# with --gate valgrind (make bench-gate), with --browser Debian's chromium (make test: the API
+# reference page is checked in a headless browser; Playwright drives it, it downloads none).
 # Idempotent; silent when all are present.
 # Debian/Ubuntu only (apt-get). Service auto-start is suppressed during the install:
 # we run our own throwaway servers on random ports.
@@ -20,10 +21,12 @@ have() { command -v "$1" >/dev/null || [[ -x "/usr/sbin/$1" || -x "/usr/bin/$1" 
 
 bench=0
 gate=0
+browser=0
 for arg in "$@"; do
     case $arg in
         --bench) bench=1 ;;  # wrk for make serve-bench
         --gate) gate=1 ;;    # valgrind for the instruction-count gate (make bench-gate)
+        --browser) browser=1 ;;  # chromium for tests/live/test_docs_browser.py
     esac
 done
 
@@ -33,6 +36,7 @@ have redis-server || missing+=(redis-server)
 have nginx || missing+=(nginx-light)
 [[ $bench -eq 1 ]] && ! have wrk && missing+=(wrk)
 [[ $gate -eq 1 ]] && ! have valgrind && missing+=(valgrind)
+[[ $browser -eq 1 ]] && ! have chromium && missing+=(chromium)
 
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
@@ -69,3 +73,4 @@ have redis-server || { echo "ensure-servers: redis-server still missing" >&2; ex
 have nginx || { echo "ensure-servers: nginx still missing" >&2; exit 1; }
 [[ $bench -eq 0 ]] || have wrk || { echo "ensure-servers: wrk still missing" >&2; exit 1; }
 [[ $gate -eq 0 ]] || have valgrind || { echo "ensure-servers: valgrind still missing" >&2; exit 1; }
+[[ $browser -eq 0 ]] || have chromium || { echo "ensure-servers: chromium still missing" >&2; exit 1; }

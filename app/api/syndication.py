@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, request
 from app.api import API_PREFIX
 from app.api._http import cursor_codec, decode_cursor
 from app.api.feeds import scope_names
-from app.cache.pages import ATOM, FEED_JSON, LINK_BASE, ROOT_URL, Rendered, page_cache, serve
+from app.cache.pages import ATOM, FEED_JSON, JSON, LINK_BASE, ROOT_URL, Rendered, page_cache, serve
 from app.errors import not_found
 from app.pagination import Cursor, Page, link_header, page_cursors
 from app.schemas.params import page_query, query_params
@@ -27,7 +27,6 @@ bp = Blueprint("syndication", __name__)
 
 Format = Literal["json", "atom"]
 _MEDIA_TYPES: dict[Format, str] = {"json": FEED_JSON, "atom": ATOM}
-_OTHER: dict[Format, Format] = {"json": "atom", "atom": "json"}
 _REFS = {"category": directory.category_ref, "tag": directory.tag_ref, "author": directory.author_ref}
 
 
@@ -44,7 +43,7 @@ def _syndicate(fmt: Format, kind: ScopeKind, key: str | None = None) -> Response
             if ref is None:
                 raise not_found(f"No {kind} '{key}'.")
             scope, name = FeedScope(kind, ref[0]), ref[1]
-        page = feed_page(scope, after, params["limit"])
+        page = feed_page(scope, after, params["limit"], with_body=True)
         return _rendered(fmt, page, cursor_scope, after, params, path, name)
 
     return serve(f"feed.{fmt}/{namespace}", [namespace], params, page_cache().policies["feed"], compute)
@@ -58,15 +57,21 @@ def _rendered(
     args = {key: str(value) for key, value in params.items() if key != "cursor"}
     feed_url = ROOT_URL + path
     config = current_app.config
+    site = config["PUBLIC_SITE_URL"]
     doc = FeedDocument(
         title=config["SITE_NAME"] if name is None else f"{config['SITE_NAME']}: {name}",
         feed_url=feed_url,
         page_url=_page_url(feed_url, args, params.get("cursor")),
-        home_page_url=config["SITE_URL"],
-        alternate_url=feed_url.rpartition(".")[0] + "." + _OTHER[fmt],
+        # The feed's website: the site when there is one, else the same feed as the API's JSON
+        # list (never the other syndication format: readers take it for the website).
+        home_page_url=site or feed_url.rpartition(".")[0],
+        home_page_type="text/html" if site else JSON,
         next_url=_page_url(feed_url, args, next_cursor) if next_cursor else None,
         prev_url=_page_url(feed_url, args, prev_cursor) if prev_cursor else None,
         api_root=ROOT_URL + API_PREFIX,
+        # Post URLs without a site are the API's root-relative ones: absolute per request host.
+        item_root="" if site else ROOT_URL,
+        item_type="text/html" if site else JSON,
     )
     body = json_feed(doc, page.items) if fmt == "json" else atom_feed(doc, page.items, datetime.now(UTC))
     link = link_header(LINK_BASE, args, next_cursor, prev_cursor)

@@ -21,6 +21,9 @@ from app.models import Author, Category, Post, PostTag, Tag
 from app.pagination import TOP, Cursor, Page
 
 ScopeKind = Literal["all", "category", "tag", "author"]
+# A post's own URL under the API (app/api mounts the posts blueprint at /api/v1), its `url`
+# when no PUBLIC_SITE_URL is configured: root-relative, so a stored page holds no host.
+API_POSTS = "/api/v1/posts/"
 
 # Matches the partial feed indexes' predicate as literals (a bound parameter would stop the
 # planner from proving the index predicate once psycopg switches to prepared statements).
@@ -54,16 +57,18 @@ def with_joins(stmt: Select[*tuple[Any, ...]]) -> Select[*tuple[Any, ...]]:
 
 
 @cache
-def _feed_statement(kind: ScopeKind, direction: str) -> Select[*tuple[Any, ...]]:
-    """The page statement for one scope kind and walk direction (built once, then reused)."""
+def _feed_statement(kind: ScopeKind, direction: str, with_body: bool = False) -> Select[*tuple[Any, ...]]:
+    """The page statement for one scope kind and walk direction (built once, then reused);
+    `with_body` adds the post body (the syndication feeds carry it as their content)."""
     position = tuple_(bindparam("position", type_=Post.published_at.type), bindparam("item_id", type_=Post.id.type))
+    columns = (*LIST_COLUMNS, Post.body) if with_body else LIST_COLUMNS
     if kind == "tag":
         key = (PostTag.published_at, PostTag.post_id)
-        stmt = with_joins(select(*LIST_COLUMNS).select_from(PostTag).join(Post, Post.id == PostTag.post_id))
+        stmt = with_joins(select(*columns).select_from(PostTag).join(Post, Post.id == PostTag.post_id))
         stmt = stmt.where(PostTag.tag_id == bindparam("scope_id"), PostTag.published_at.is_not(None), VISIBLE)
     else:
         key = (Post.published_at, Post.id)
-        stmt = with_joins(select(*LIST_COLUMNS).select_from(Post)).where(VISIBLE)
+        stmt = with_joins(select(*columns).select_from(Post)).where(VISIBLE)
         if kind == "category":
             stmt = stmt.where(Post.category_id == bindparam("scope_id"))
         elif kind == "author":
@@ -83,6 +88,11 @@ _TAGS_OF_POSTS = (
 )
 
 
+def post_url(site_url: str, post_id: int, slug: str) -> str:
+    """The post's page on PUBLIC_SITE_URL, else its URL under the API (root-relative)."""
+    return f"{site_url}/posts/{slug}" if site_url else f"{API_POSTS}{post_id}"
+
+
 def post_item(row: Row[Any], site_url: str, body: str | None = None) -> dict[str, Any]:
     (pid, slug, title, summary, published_at, updated_at, comment_count,
      aid, username, display_name, avatar_url, cid, cslug, cname) = tuple(row)[:14]  # fmt: skip
@@ -95,7 +105,7 @@ def post_item(row: Row[Any], site_url: str, body: str | None = None) -> dict[str
     if body is not None:
         item["body"] = body
     item.update(
-        url=f"{site_url}/posts/{slug}",
+        url=f"{site_url}/posts/{slug}" if site_url else f"{API_POSTS}{pid}",
         published_at=published_at,
         updated_at=updated_at,
         author={"id": aid, "username": username, "display_name": display_name, "avatar_url": avatar_url},
@@ -115,13 +125,15 @@ def attach_tags(items: Sequence[dict[str, Any]]) -> None:
         by_id[post_id]["tags"].append({"id": tag_id, "slug": slug, "name": name})
 
 
-def feed_page(scope: FeedScope, after: Cursor | None, limit: int) -> Page:
-    """One page of a feed, newest first, in (published_at DESC, id DESC) order."""
+def feed_page(scope: FeedScope, after: Cursor | None, limit: int, with_body: bool = False) -> Page:
+    """One page of a feed, newest first, in (published_at DESC, id DESC) order (items with
+    their `body` when asked: same statements, one more column)."""
     direction = after.direction if after else "next"
     position, item_id = (after.position, after.id) if after else TOP
     params = {"position": position, "item_id": item_id, "row_limit": limit + 1, "scope_id": scope.id}
-    rows, has_more = page_rows(db.session.execute(_feed_statement(scope.kind, direction), params), limit, direction)
-    return Page(list_items(rows), has_more, direction, "published_at")
+    statement = _feed_statement(scope.kind, direction, with_body)
+    rows, has_more = page_rows(db.session.execute(statement, params), limit, direction)
+    return Page(list_items(rows, with_body), has_more, direction, "published_at")
 
 
 def page_rows(result: Iterable[Any], limit: int, direction: str) -> tuple[list[Any], bool]:
@@ -134,10 +146,13 @@ def page_rows(result: Iterable[Any], limit: int, direction: str) -> tuple[list[A
     return rows, has_more
 
 
-def list_items(rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
+def list_items(rows: Sequence[Row[Any]], with_body: bool = False) -> list[dict[str, Any]]:
     """List-view post dicts for page rows, with their tags (one statement for the page)."""
-    site_url = current_app.config["SITE_URL"]
-    items = [post_item(row, site_url) for row in rows]
+    site_url = current_app.config["PUBLIC_SITE_URL"]
+    if with_body:
+        items = [post_item(row, site_url, body=row[14]) for row in rows]
+    else:
+        items = [post_item(row, site_url) for row in rows]
     attach_tags(items)
     return items
 
@@ -155,14 +170,14 @@ def get_post(post_id: int) -> dict[str, Any] | None:
     row = db.session.execute(_POST_DETAIL, {"post_id": post_id}).first()
     if row is None:
         return None
-    item = post_item(row, current_app.config["SITE_URL"], body=row[14])
+    item = post_item(row, current_app.config["PUBLIC_SITE_URL"], body=row[14])
     attach_tags([item])
     return item
 
 
 def get_posts(ids: list[int]) -> list[dict[str, Any]]:
     """Visible posts among `ids`, in the order asked; missing or hidden ids are left out."""
-    site_url = current_app.config["SITE_URL"]
+    site_url = current_app.config["PUBLIC_SITE_URL"]
     found = {row[0]: post_item(row, site_url) for row in db.session.execute(_POSTS_BY_IDS, {"post_ids": ids})}
     items = [found[i] for i in ids if i in found]
     attach_tags(items)

@@ -43,7 +43,7 @@ from app.models import Author, Category, Comment, Post, PostTag, Tag
 from app.models.types import utcnow
 from app.schemas.params import MAX_ID
 from app.schemas.writes import validation_failed
-from app.services.posts import get_post
+from app.services.posts import get_post, post_url
 
 SLUG_SUFFIX_BYTES = 3  # 6 hex digits: collisions are rare; a taken slug draws a new suffix
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
@@ -194,7 +194,7 @@ def _draft_detail(post: Post) -> dict[str, Any]:
         "title": post.title,
         "summary": post.summary,
         "body": post.body,
-        "url": f"{current_app.config['SITE_URL']}/posts/{post.slug}",
+        "url": post_url(current_app.config["PUBLIC_SITE_URL"], post.id, post.slug),
         "published_at": post.published_at,
         "updated_at": post.updated_at,
         "author": _author_dict(author),

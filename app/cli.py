@@ -9,7 +9,6 @@ import click
 from flask import Flask
 from flask.cli import with_appcontext
 
-
 PASSWORD_ENV = "EDITOR_PASSWORD"
 
 

@@ -4,7 +4,11 @@ ETag (both change only with a deploy)."""
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import importlib.util
+import re
 from importlib.resources import files
+from pathlib import Path
 
 import orjson
 from flask import Blueprint, Response, current_app, request
@@ -25,10 +29,35 @@ def _document() -> tuple[bytes, str]:
     return built
 
 
+# Source-map comments would make devtools ask for files this app does not serve.
+_SOURCE_MAP = re.compile(r"^//# sourceMappingURL=.*$|/\*# sourceMappingURL=[^*]*\*/", re.MULTILINE)
+
+
+def swagger_ui_static() -> Path:
+    """Swagger UI's files as the swagger-ui-py package ships them (located, not imported: its
+    Python part is a framework adapter this app does not use)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("swagger-ui-py is not installed (requirements/app.txt)")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
+def render_reference_page() -> bytes:
+    """reference.html with Swagger UI's CSS and JS inlined: one self-contained response."""
+    static = swagger_ui_static()
+    script = _SOURCE_MAP.sub("", (static / "swagger-ui-bundle.js").read_text())
+    if "</script" in script.lower():  # would end the inline element early
+        raise RuntimeError("swagger-ui-bundle.js cannot be inlined: it contains </script")
+    page = files("app.openapi").joinpath("reference.html").read_text()
+    page = page.replace("__SWAGGER_UI_VERSION__", importlib.metadata.version("swagger-ui-py"))
+    page = page.replace("__SWAGGER_UI_CSS__", _SOURCE_MAP.sub("", (static / "swagger-ui.css").read_text()))
+    return page.replace("__SWAGGER_UI_JS__", script).encode()
+
+
 def _page() -> tuple[bytes, str]:
     built: tuple[bytes, str] | None = current_app.extensions.get("readwire.docs_page")
     if built is None:
-        body = files("app.openapi").joinpath("reference.html").read_bytes()
+        body = render_reference_page()
         built = current_app.extensions["readwire.docs_page"] = (body, _etag(body))
     return built
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Any
-
 from importlib.resources import files
+from typing import Any
 
 import orjson
 from apispec import APISpec
@@ -161,7 +160,7 @@ def _examples(document: dict[str, Any]) -> None:
                 continue
             values = example.get("parameters", {})
             for parameter in [*path_item.get("parameters", []), *operation.get("parameters", [])]:
-                if isinstance(parameter, dict) and parameter["name"] in values:
+                if isinstance(parameter, dict) and parameter.get("name") in values:
                     parameter["example"] = values[parameter["name"]]
             body = example.get("request_body")
             if body is not None and "requestBody" in operation:

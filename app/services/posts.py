@@ -150,7 +150,7 @@ def list_items(rows: Sequence[Row[Any]], with_body: bool = False) -> list[dict[s
     """List-view post dicts for page rows, with their tags (one statement for the page)."""
     site_url = current_app.config["PUBLIC_SITE_URL"]
     if with_body:
-        items = [post_item(row, site_url, body=row[14]) for row in rows]
+        items = [post_item(row, site_url, body=tuple(row)[14]) for row in rows]
     else:
         items = [post_item(row, site_url) for row in rows]
     attach_tags(items)

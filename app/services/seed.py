@@ -133,7 +133,7 @@ KNOWN_AUTHOR = ("ada_lovelace", "Ada Lovelace")
 # A sign-in account for trying the write API on `make run` only. Its password is public (in the
 # README): `seed --demo-editor` refuses to create it anywhere but the embedded SQLite default.
 DEMO_EDITOR = "demo_editor"
-DEMO_EDITOR_PASSWORD = "demo-password-local-only"  # noqa: S105 (documented, local demo only)
+DEMO_EDITOR_PASSWORD = "demo-password-local-only"
 _FIELD = re.compile(r"\{(\w+)\}")
 _NON_SLUG = re.compile(r"[^a-z0-9]+")
 

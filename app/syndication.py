@@ -39,12 +39,12 @@ class FeedDocument:
     feed_url: str  # the feed's first page in this format: also its permanent id
     page_url: str  # this page (RFC 5005 rel="self")
     home_page_url: str  # the site (or the API's JSON list of the same feed)
-    home_page_type: str  # its media type
+    home_page_type: str | None  # its media type (None: not said; readers take a typeless alternate as the website)
     next_url: str | None  # older items
     prev_url: str | None  # newer items (pollers resume from here)
     api_root: str  # base of the API's own URLs (category and tag schemes)
     item_root: str  # prefix making an item's `url` absolute ("" when it already is)
-    item_type: str  # media type of what an item's URL serves
+    item_type: str | None  # media type of what an item's URL serves (None: not said)
 
 
 def body_html(body: str) -> str:
@@ -147,8 +147,11 @@ def _plain(parent: Element, tag: str, value: str) -> Element:
     return element
 
 
-def _link(parent: Element, rel: str, href: str, media_type: str) -> None:
-    SubElement(parent, "link", rel=rel, type=media_type, href=href)
+def _link(parent: Element, rel: str, href: str, media_type: str | None) -> None:
+    if media_type is None:
+        SubElement(parent, "link", rel=rel, href=href)
+    else:
+        SubElement(parent, "link", rel=rel, type=media_type, href=href)
 
 
 def _category(parent: Element, term: str, label: str, scheme: str) -> None:

@@ -31,6 +31,7 @@ def dump(target: Path) -> None:
 EXAMPLES = Path(__file__).resolve().parent.parent / "app" / "openapi" / "examples.json"
 DEMO_POSTS = 500  # the Makefile's DEMO_POSTS: the examples' ids and names exist on `make run`
 CATEGORY, TAG, AUTHOR = "technology", "python", "ada_lovelace"
+AUTHOR_ACCOUNT = "example_author"
 BASE_URL = "http://127.0.0.1:8000"  # as if asked of `make run`: absolute URLs in feeds and Links show it
 EXAMPLES_SECRET = "openapi-examples-only-never-a-real-deployment-secret"
 METRICS_LINES = 12  # the exposition is long and per-process: the first metric family shows the format
@@ -53,9 +54,12 @@ class Recorder:
         body: Any = None,
         token: str | None = None,
         parameters: dict[str, Any] | None = None,
+        raw: str | None = None,
     ) -> Any:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        response = self.client.open(path, method=method, json=body, headers=headers, base_url=BASE_URL)
+        if raw is not None:  # a body that is not JSON
+            headers["Content-Type"] = "application/json"
+        response = self.client.open(path, method=method, json=body, data=raw, headers=headers, base_url=BASE_URL)
         if response.status_code != status:
             raise SystemExit(f"{method} {path}: expected {status}, got {response.status_code}: {response.data[:300]!r}")
         entry = self.operations.setdefault(operation, {"parameters": {}, "responses": {}})
@@ -88,10 +92,12 @@ def record(recorder: Recorder) -> None:
         call(f"feeds_{kind}_feed", "GET", f"{path}?limit=2", status=200, parameters={name: value, "limit": 2})
         missing = path.replace(value, "no_such_author" if kind == "author" else f"no-such-{kind}")
         call(f"feeds_{kind}_feed", "GET", missing, status=404)
+        call(f"feeds_{kind}_feed", "GET", f"{path}?limit=0", status=400)
         for fmt in ("json", "atom"):
             operation = f"syndication_{kind}_{fmt}"
             call(operation, "GET", f"{path}.{fmt}?limit=2", status=200, parameters={name: value, "limit": 2})
             call(operation, "GET", f"{missing}.{fmt}", status=404)
+            call(operation, "GET", f"{path}.{fmt}?fields=id", status=400)
     for fmt in ("json", "atom"):
         call(f"syndication_global_{fmt}", "GET", f"/api/v1/feed.{fmt}?limit=2", status=200, parameters={"limit": 2})
         call(f"syndication_global_{fmt}", "GET", f"/api/v1/feed.{fmt}?limit=101", status=400)
@@ -120,11 +126,13 @@ def record(recorder: Recorder) -> None:
     call("directory_authors", "GET", "/api/v1/authors?limit=101", status=400)
     call("directory_author", "GET", f"/api/v1/authors/{AUTHOR}", status=200, parameters={"username": AUTHOR})
     call("directory_author", "GET", "/api/v1/authors/no_such_author", status=404)
+    call("directory_author", "GET", f"/api/v1/authors/{AUTHOR}?fields=bio", status=400)
 
     credentials = {"username": DEMO_EDITOR, "password": DEMO_EDITOR_PASSWORD}
     tokens = call("auth_issue_token", "POST", "/api/v1/auth/token", status=200, body=credentials)
     call("auth_issue_token", "POST", "/api/v1/auth/token", status=401, body={**credentials, "password": "wrong-pass"})
     call("auth_issue_token", "POST", "/api/v1/auth/token", status=422, body={"username": DEMO_EDITOR})
+    call("auth_issue_token", "POST", "/api/v1/auth/token", status=400, raw='{"username": ')
     call("auth_refresh_token", "POST", "/api/v1/auth/refresh", status=200, token=tokens["refresh_token"])
     call("auth_refresh_token", "POST", "/api/v1/auth/refresh", status=401)
     token = tokens["access_token"]
@@ -138,6 +146,11 @@ def record(recorder: Recorder) -> None:
     created = call("writes_create_post", "POST", "/api/v1/posts", status=201, body=post, token=token)
     call("writes_create_post", "POST", "/api/v1/posts", status=401, body=post)
     call("writes_create_post", "POST", "/api/v1/posts", status=422, body={**post, "category": ""}, token=token)
+    call("writes_create_post", "POST", "/api/v1/posts", status=400, raw="{", token=token)
+    author_token = recorder.client.post(
+        "/api/v1/auth/token", json={"username": AUTHOR_ACCOUNT, "password": DEMO_EDITOR_PASSWORD}
+    ).json["access_token"]
+    call("writes_create_post", "POST", "/api/v1/posts", status=403, body=post, token=author_token)
     mine = f"/api/v1/posts/{created['id']}"
     update = {"status": "draft"}
     ids_mine = {"post_id": created["id"]}
@@ -145,18 +158,24 @@ def record(recorder: Recorder) -> None:
     call("writes_update_post", "PATCH", f"/api/v1/posts/{first}", status=403, body=update, token=token)
     call("writes_update_post", "PATCH", "/api/v1/posts/999999999", status=404, body=update, token=token)
     call("writes_update_post", "PATCH", mine, status=422, body={"status": "gone"}, token=token)
+    call("writes_update_post", "PATCH", mine, status=400, raw="{", token=token)
+    call("writes_update_post", "PATCH", mine, status=401, body=update)
     comment = {"body": "Thanks, the part about the cache was useful."}
     call("writes_create_comment", "POST", f"/api/v1/posts/{first}/comments", status=201, body=comment, token=token,
          parameters={"post_id": first})  # fmt: skip
     call("writes_create_comment", "POST", f"{mine}/comments", status=404, body=comment, token=token)
     call("writes_create_comment", "POST", f"/api/v1/posts/{first}/comments", status=422, body={}, token=token)
+    call("writes_create_comment", "POST", f"/api/v1/posts/{first}/comments", status=400, raw="{", token=token)
+    call("writes_create_comment", "POST", f"/api/v1/posts/{first}/comments", status=401, body=comment)
     call("writes_delete_post", "DELETE", f"/api/v1/posts/{first}", status=403, token=token)
     call("writes_delete_post", "DELETE", mine, status=204, token=token, parameters=ids_mine)
     call("writes_delete_post", "DELETE", mine, status=404, token=token)
+    call("writes_delete_post", "DELETE", mine, status=401)
 
     call("health_healthz", "GET", "/healthz", status=200)
     call("health_healthz", "GET", "/healthz?verbose=1", status=400)
     call("health_readyz", "GET", "/readyz", status=200)
+    call("health_readyz", "GET", "/readyz?verbose=1", status=400)
     call("metrics", "GET", "/metrics", status=200)
 
 
@@ -165,7 +184,8 @@ def examples(target: Path = EXAMPLES) -> None:
         from flask_migrate import upgrade
 
         from app import create_app
-        from app.services.seed import ensure_demo_editor, seed
+        from app.services.auth import create_author
+        from app.services.seed import DEMO_EDITOR_PASSWORD, ensure_demo_editor, seed
 
         database = f"sqlite:///{Path(scratch) / 'examples.sqlite3'}"
         # A fixed secret: the same cursors every run (tokens are signed with it too: useless elsewhere).
@@ -174,6 +194,8 @@ def examples(target: Path = EXAMPLES) -> None:
             upgrade(directory=str(Path(__file__).resolve().parent.parent / "migrations"))
             seed(DEMO_POSTS, progress=False)
             ensure_demo_editor()
+            # An author who can sign in but not write posts: the 403 of POST /posts.
+            create_author(AUTHOR_ACCOUNT, "Example Author", DEMO_EDITOR_PASSWORD)
         recorder = Recorder(app.test_client())
         record(recorder)
     document = {

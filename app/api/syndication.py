@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, request
 from app.api import API_PREFIX
 from app.api._http import cursor_codec, decode_cursor
 from app.api.feeds import scope_names
-from app.cache.pages import ATOM, FEED_JSON, JSON, LINK_BASE, ROOT_URL, Rendered, page_cache, serve
+from app.cache.pages import ATOM, FEED_JSON, LINK_BASE, ROOT_URL, Rendered, page_cache, serve
 from app.errors import not_found
 from app.pagination import Cursor, Page, link_header, page_cursors
 from app.schemas.params import page_query, query_params
@@ -65,13 +65,15 @@ def _rendered(
         # The feed's website: the site when there is one, else the same feed as the API's JSON
         # list (never the other syndication format: readers take it for the website).
         home_page_url=site or feed_url.rpartition(".")[0],
-        home_page_type="text/html" if site else JSON,
+        # Typeless without a site: feed readers take only a text/html or typeless alternate for the
+        # website (feedparser, newsboat), and calling JSON text/html would be a lie.
+        home_page_type="text/html" if site else None,
         next_url=_page_url(feed_url, args, next_cursor) if next_cursor else None,
         prev_url=_page_url(feed_url, args, prev_cursor) if prev_cursor else None,
         api_root=ROOT_URL + API_PREFIX,
         # Post URLs without a site are the API's root-relative ones: absolute per request host.
         item_root="" if site else ROOT_URL,
-        item_type="text/html" if site else JSON,
+        item_type="text/html" if site else None,
     )
     body = json_feed(doc, page.items) if fmt == "json" else atom_feed(doc, page.items, datetime.now(UTC))
     link = link_header(LINK_BASE, args, next_cursor, prev_cursor)

@@ -122,7 +122,11 @@ def _custom_field(self: Any, field: ma_fields.Field, **kwargs: Any) -> dict[str,
     """The query fields marshmallow-to-OpenAPI cannot know: comma-separated lists, described as
     arrays sent `style: form, explode: false` (`fields=id,title`; see _comma_separated)."""
     if isinstance(field, FieldSet):
-        return {"type": "array", "items": {"type": "string", "enum": list(field.known)}, "uniqueItems": True}
+        return {
+            "type": "array",
+            "items": {"type": "string", "enum": list(field.known)},
+            "minItems": 1,
+        }  # repeats: dropped
     if isinstance(field, IdList):
         return {
             "type": "array",

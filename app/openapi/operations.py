@@ -164,20 +164,24 @@ def write(
     ok: dict[str, Any] = {"description": summary, "headers": ok_headers}
     if schema is not None:
         ok["content"] = {JSON: {"schema": schema}}
-    responses: dict[str, Any] = {
-        str(status): ok,
-        "400": problem("`invalid_json`: the body is not JSON."),
-        "401": problem("`unauthorized`: missing, invalid or expired token.", "WWW-Authenticate", *_RATED),
-    }
+    responses: dict[str, Any] = {str(status): ok}
+    if body is not None:
+        responses["400"] = problem("`invalid_json`: the body is not JSON.")
+    responses["401"] = problem("`unauthorized`: missing, invalid or expired token.", "WWW-Authenticate", *_RATED)
     if forbidden:
         responses["403"] = problem(f"`forbidden`: {forbidden}")
     if missing:
         responses["404"] = problem(f"`not_found`: {missing}", *_RATED)
+    if body is not None:  # the body checks (a DELETE or a refresh sends none, and none is read)
+        responses.update(
+            {
+                "413": problem("`payload_too_large`: the body is over 1 MiB.", *_RATED),
+                "415": problem("`unsupported_media_type`: send application/json.", *_RATED),
+                "422": problem("`validation_failed`: the body breaks the schema (`errors` per field).", *_RATED),
+            }
+        )
     responses.update(
         {
-            "413": problem("`payload_too_large`: the body is over 1 MiB.", *_RATED),
-            "415": problem("`unsupported_media_type`: send application/json.", *_RATED),
-            "422": problem("`validation_failed`: the body breaks the schema (`errors` per field).", *_RATED),
             "429": problem(
                 "`rate_limited`: over the quota.", *_RATED, "Retry-After", required=(*_RATED, "Retry-After")
             ),

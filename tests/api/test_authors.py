@@ -65,7 +65,7 @@ def test_a_page_is_one_statement_and_a_hit_none(client: FlaskClient, statements:
         ("limit=101", "invalid_parameter"),
         ("sort=name", "invalid_parameter"),
         ("cursor=abc", "invalid_cursor"),
-    ],  # fmt: skip
+    ],
 )
 def test_bad_input_is_400(client: FlaskClient, query: str, code: str) -> None:
     assert_problem(client.get(f"/api/v1/authors?{query}"), 400, code)

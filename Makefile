@@ -38,7 +38,7 @@ editor: install
 # --browser: Debian's chromium for the API reference test (tests/live/test_docs_browser.py).
 test: install
 	bash scripts/ensure-servers.sh --browser
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	READWIRE_REQUIRE_BROWSER=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install lint-openapi
 	$(BIN)/ruff check app tests devstack bench loadtests scripts gunicorn.conf.py

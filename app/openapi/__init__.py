@@ -205,7 +205,9 @@ def build_document(app: Flask) -> dict[str, Any]:
         spec.components.parameter(name, parameter["in"], parameter)
     for name in ("Problem", "Post", "PostDetail", "Comment", "PostPage", "CommentPage", "JsonFeed"):
         spec.components.schema(name, schema=getattr(doc, name))
-    for rule in sorted(app.url_map.iter_rules(), key=lambda r: (r.rule, r.endpoint)):
+    # Paths in OPERATIONS' order (the global feed before the scoped ones): the page lists them so.
+    order = {endpoint: index for index, endpoint in enumerate(OPERATIONS)}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: (order.get(r.endpoint, len(order)), r.rule)):
         operation = OPERATIONS.get(rule.endpoint)
         if operation is None:
             continue  # undocumented: tests/api/test_openapi.py fails on it

@@ -17,7 +17,7 @@ def test_every_shell_block_says_where_it_runs() -> None:
 
 
 def test_the_marker_convention_is_enforced() -> None:
-    with pytest.raises(ValueError, match="README.md:3"):
+    with pytest.raises(ValueError, match=r"README\.md:3"):
         _ = Block(3, "bash", "curl x\n").where
     with pytest.raises(ValueError):
         _ = Block(3, "sh later", "curl x\n").where

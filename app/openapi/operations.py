@@ -252,7 +252,12 @@ def _syndication(media_type: str, scope: str, missing: str | None = None) -> dic
 
 
 _READY_DOWN = {"description": "The database is unreachable.", "content": {JSON: {"schema": doc.Ready}}}
-_PROBE_400 = problem("`invalid_parameter`: probes take no query parameters.")
+# Probes answer 200 or 503 whatever the request (a monitor's cache-buster included); what a
+# client can still get is the HTTP servers' own answer to a malformed or oversized request.
+_PROBE_4XX = {
+    "description": "Not from the probe: the HTTP server in front of it (Nginx, gunicorn) refusing a malformed "
+    "or oversized request (e.g. 400, 414 URI Too Long, 431 Request Header Fields Too Large), as plain text."
+}
 _EDGE_429 = problem(
     "`rate_limited` at the edge (Nginx, per client address; the app does not limit reads).", "Retry-After"
 )
@@ -373,7 +378,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         missing="no published post with this id",
     ),
     "health.healthz": plain(
-        "Liveness: the process is up", "Operations", JSON, doc.Health, responses={"400": _PROBE_400}
+        "Liveness: the process is up", "Operations", JSON, doc.Health, responses={"4XX": _PROBE_4XX}
     ),
     "health.readyz": plain(
         "Readiness: database and cache reachable",
@@ -381,7 +386,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         JSON,
         doc.Ready,
         description="`degraded` (200) when only the cache is down: reads then come from the database.",
-        responses={"400": _PROBE_400, "503": {**_READY_DOWN, "headers": headers("Retry-After", "Cache-Control")}},
+        responses={"4XX": _PROBE_4XX, "503": {**_READY_DOWN, "headers": headers("Retry-After", "Cache-Control")}},
     ),
     "metrics": plain(
         "Prometheus metrics",

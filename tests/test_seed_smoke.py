@@ -120,7 +120,9 @@ def test_known_names_at_every_size() -> None:
 def test_demo_editor_on_the_embedded_default_only() -> None:
     from app.services.seed import DEMO_EDITOR, DEMO_EDITOR_PASSWORD
 
-    app = make_app()
+    app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://", "SECRET_KEY": "s" * 40, "TESTING": True})
+    with app.app_context():
+        db.create_all()
     runner = app.test_cli_runner()
     for _ in range(2):  # idempotent; created even when the data was already there (--if-empty)
         result = runner.invoke(args=["seed", "--posts", "20", "--if-empty", "--no-progress", "--demo-editor"])

@@ -144,8 +144,11 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "HTTP_CACHE_CONTROL": env.get(
             "HTTP_CACHE_CONTROL", "public, max-age=1, s-maxage=1, stale-while-revalidate=1, stale-if-error=300"
         ),
-        # Canonical site for post permalinks (`url` field); never derived from the request.
-        "SITE_URL": env.get("SITE_URL", "https://readwire.example").rstrip("/"),
+        # The public web site showing the posts, if the deployment has one: post `url`s are then
+        # `<PUBLIC_SITE_URL>/posts/<slug>` (also the feeds' item links and website link). Unset, a
+        # post's `url` is the API's own (`/api/v1/posts/<id>`; absolute in the feeds, per request
+        # host), so every link a client or feed reader gets can be opened. Never from the request.
+        "PUBLIC_SITE_URL": env.get("PUBLIC_SITE_URL", "").rstrip("/"),
         # Feed readers show this as the title of the syndication feeds (JSON Feed, Atom).
         "SITE_NAME": env.get("SITE_NAME", "Readwire"),
         # Absolute base for Link headers; empty means "derive from the request's host".

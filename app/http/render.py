@@ -4,9 +4,10 @@ A rendering's validator (its weak ETag) is a hash of everything it sends (status
 Link template, body), so equal validators mean equal bytes: a page re-rendered identically
 keeps its ETag, and a poller keeps getting 304s until the content really changes.
 
-URLs that depend on the host a client used (Link headers, the absolute URLs inside feed
-documents) are stored with the ROOT_URL placeholder in place of the API's root URL, filled per
-request (respond.py): a stored page must not carry the Host of whoever filled it.
+URLs that depend on the host a client used (Link headers, a post's `url`, the absolute URLs
+inside feed documents) are stored with the ROOT_URL placeholder (app/urls.py) in place of the
+API's root URL, filled per request (respond.py): a stored page must not carry the Host of
+whoever filled it.
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ from xxhash import xxh3_128
 from app.cache.entries import MEDIA_TYPES, Rendered
 from app.errors import ApiError, problem_body
 from app.extensions import cursors
-from app.http import API_PREFIX
 from app.pagination import Cursor, Direction, Page, link_header, page_cursors, page_url
 from app.syndication import FeedDocument, atom_feed, json_feed
+from app.urls import API_PREFIX, ROOT_URL
 
 JSON, PROBLEM, FEED_JSON, ATOM = MEDIA_TYPES
-# Placeholder for the API's root URL (scheme://host[/script root]) in stored Link headers and
-# bodies. NUL never occurs in stored text (PostgreSQL refuses it), so it cannot collide.
-ROOT_URL = "\x00"
+__all__ = ["ROOT_URL"]
+# How ROOT_URL starts a string value in orjson's output (it escapes NUL; a `"` before the escape
+# can only open a string): a JSON rendering holding it is templated (a post's `url`).
+JSON_ROOT_URL = b'"\\u0000'
 # RFC 3339 UTC with a Z, whole seconds; SQLite's naive datetimes are UTC too.
 JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z | orjson.OPT_OMIT_MICROSECONDS
 
@@ -53,7 +55,8 @@ def rendered(body: bytes, *, status: int = 200, link: str = "", media_type: str 
 
 
 def rendered_json(payload: Any) -> Rendered:
-    return rendered(json_bytes(payload))
+    body = json_bytes(payload)
+    return rendered(body, templated=JSON_ROOT_URL in body)
 
 
 def rendered_absence(err: ApiError) -> Rendered:
@@ -84,7 +87,9 @@ def rendered_page(
         "meta": {"limit": params["limit"], "next_cursor": next_cursor, "prev_cursor": prev_cursor},
     }
     args = {key: str(value) for key, value in params.items()}
-    return rendered(json_bytes(body), link=link_header(ROOT_URL + path, args, next_cursor, prev_cursor))
+    encoded = json_bytes(body)
+    link = link_header(ROOT_URL + path, args, next_cursor, prev_cursor)
+    return rendered(encoded, link=link, templated=JSON_ROOT_URL in encoded)
 
 
 def rendered_feed_document(
@@ -102,15 +107,21 @@ def rendered_feed_document(
     args = {key: str(value) for key, value in params.items() if key != "cursor"}
     feed_url = ROOT_URL + path
     config = current_app.config
+    site = config["PUBLIC_SITE_URL"]
     doc = FeedDocument(
         title=config["SITE_NAME"] if name is None else f"{config['SITE_NAME']}: {name}",
         feed_url=feed_url,
         page_url=page_url(feed_url, args, params.get("cursor")),
-        home_page_url=config["SITE_URL"],
-        alternate_url=feed_url.rpartition(".")[0] + "." + ("atom" if fmt == "json" else "json"),
+        # The feed's website: the site when there is one, else the same feed as the API's JSON
+        # list (never the other syndication format: readers take that for the website).
+        home_page_url=site or feed_url.rpartition(".")[0],
+        # Typeless without a site: feed readers take only a text/html or typeless alternate for
+        # the website (feedparser, newsboat), and calling JSON text/html would be a lie.
+        home_page_type="text/html" if site else None,
         next_url=page_url(feed_url, args, next_cursor) if next_cursor else None,
         prev_url=page_url(feed_url, args, prev_cursor) if prev_cursor else None,
         api_root=ROOT_URL + API_PREFIX,
+        item_type="text/html" if site else None,  # items link the site's page, else the API's JSON
     )
     body = json_feed(doc, page.items) if fmt == "json" else atom_feed(doc, page.items, datetime.now(UTC))
     link = link_header(feed_url, args, next_cursor, prev_cursor)

@@ -7,13 +7,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
-from werkzeug.security import generate_password_hash
 
-from app.cache.store import LocalStore
 from app.extensions import db
 from app.services import auth as auth_service
-from tests.api.helpers import get_ok, links, walk
-from tests.api.test_errors import assert_problem
+from tests.api.helpers import assert_problem, get_ok, links, walk
+from tests.conftest import cold_cache
 
 LIST_FIELDS = ("id", "username", "display_name", "avatar_url")
 
@@ -49,7 +47,7 @@ def test_a_page_is_one_statement_and_a_hit_none(client: FlaskClient, statements:
     page = get_ok(client, "/api/v1/authors?limit=5")
     cursor = page.get_json()["meta"]["next_cursor"]
     for url in ("/api/v1/authors?limit=5", f"/api/v1/authors?limit=5&cursor={cursor}", "/api/v1/authors?limit=100"):
-        client.application.extensions["readwire.cache"].store = LocalStore()  # cold
+        cold_cache(client.application)
         statements.clear()
         get_ok(client, url)
         assert len([s for s in statements if not s.lstrip().upper().startswith(("SAVEPOINT", "RELEASE"))]) == 1
@@ -76,12 +74,10 @@ def test_a_cursor_from_another_list_is_refused(client: FlaskClient) -> None:
     assert_problem(client.get(f"/api/v1/authors?cursor={cursor}"), 400, "invalid_cursor")
 
 
-def test_a_new_account_shows_at_once(app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("cheap_hashes")
+def test_a_new_account_shows_at_once(app: Flask, client: FlaskClient) -> None:
     """Creating an account bumps `directory` and its own page: the cached list and a cached 404
     of its username are not served again (the list was fresh for 60 s)."""
-    monkeypatch.setattr(
-        auth_service, "generate_password_hash", lambda pw: generate_password_hash(pw, method="scrypt:1024:8:1")
-    )
     before = walk(client, "/api/v1/authors?limit=100")
     assert client.get("/api/v1/authors/brand_new").status_code == 404
     created = auth_service.create_author("brand_new", "Brand New", "correct horse battery", role="editor")

@@ -48,11 +48,10 @@ class Post(Closed):
     slug = fields.String()
     title = fields.String()
     summary = fields.String()
-    url = fields.String(
+    url = fields.Url(
         metadata={
-            "format": "uri-reference",
-            "description": "The post's page: `<PUBLIC_SITE_URL>/posts/<slug>` when the deployment has a site, "
-            "else this API's own `/api/v1/posts/<id>` (relative to the API's host).",
+            "description": "The post's page: `<PUBLIC_SITE_URL>/posts/<slug>` when the deployment has a web site, "
+            "else this API's own `/api/v1/posts/<id>`, absolute (under PUBLIC_BASE_URL, else the requesting host)."
         }
     )
     published_at = fields.DateTime()
@@ -78,7 +77,7 @@ class WrittenPost(Closed):
     title = fields.String(**_required())
     summary = fields.String(**_required())
     body = fields.String(**_required())
-    url = fields.String(**_required(metadata={"format": "uri-reference"}))
+    url = fields.Url(**_required())
     published_at = fields.DateTime(**_required(allow_none=True))
     updated_at = fields.DateTime(**_required())
     author = fields.Nested(AuthorRef, **_required())

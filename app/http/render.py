@@ -30,8 +30,18 @@ from app.urls import API_PREFIX, ROOT_URL
 JSON, PROBLEM, FEED_JSON, ATOM = MEDIA_TYPES
 __all__ = ["ROOT_URL"]
 # How ROOT_URL starts a string value in orjson's output (it escapes NUL; a `"` before the escape
-# can only open a string): a JSON rendering holding it is templated (a post's `url`).
+# can only open a string). Where it occurs (a post's `url`) the rendering is templated.
 JSON_ROOT_URL = b'"\\u0000'
+
+
+def holds_root_url(items: list[dict[str, Any]]) -> bool:
+    """Whether these resource dicts carry ROOT_URL: posts spell their `url` alike within a
+    rendering (app/services/items.py:post_urls), so the first says it. Asked of the dicts, not
+    by searching the encoded page (~9 µs for 15 kB, a tenth of the serialization's cost)."""
+    url = items[0].get("url") if items else None
+    return isinstance(url, str) and url.startswith(ROOT_URL)
+
+
 # RFC 3339 UTC with a Z, whole seconds; SQLite's naive datetimes are UTC too.
 JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z | orjson.OPT_OMIT_MICROSECONDS
 
@@ -55,8 +65,9 @@ def rendered(body: bytes, *, status: int = 200, link: str = "", media_type: str 
 
 
 def rendered_json(payload: Any) -> Rendered:
-    body = json_bytes(payload)
-    return rendered(body, templated=JSON_ROOT_URL in body)
+    """A JSON document: one resource, or a `{"data": [...], ...}` list of them."""
+    data = payload.get("data", [payload]) if isinstance(payload, dict) else []
+    return rendered(json_bytes(payload), templated=isinstance(data, list) and holds_root_url(data))
 
 
 def rendered_absence(err: ApiError) -> Rendered:
@@ -82,14 +93,14 @@ def rendered_page(
     """The contract's list envelope, narrowed to params["fields"] if given (after the cursors,
     which need the sort keys), with its Link header relative to ROOT_URL."""
     next_cursor, prev_cursor = page_cursors(cursors.codec(), scope, page, after, growing)
+    data = pick_all(page.items, params.get("fields"))
     body = {
-        "data": pick_all(page.items, params.get("fields")),
+        "data": data,
         "meta": {"limit": params["limit"], "next_cursor": next_cursor, "prev_cursor": prev_cursor},
     }
     args = {key: str(value) for key, value in params.items()}
-    encoded = json_bytes(body)
     link = link_header(ROOT_URL + path, args, next_cursor, prev_cursor)
-    return rendered(encoded, link=link, templated=JSON_ROOT_URL in encoded)
+    return rendered(json_bytes(body), link=link, templated=holds_root_url(data))
 
 
 def rendered_feed_document(

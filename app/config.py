@@ -146,12 +146,13 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         ),
         # The public web site showing the posts, if the deployment has one: post `url`s are then
         # `<PUBLIC_SITE_URL>/posts/<slug>` (also the feeds' item links and website link). Unset, a
-        # post's `url` is the API's own (`/api/v1/posts/<id>`; absolute in the feeds, per request
-        # host), so every link a client or feed reader gets can be opened. Never from the request.
+        # post's `url` is the API's own `<root>/api/v1/posts/<id>` (root: PUBLIC_BASE_URL, else the
+        # request's host), so every link a client or feed reader gets is absolute and opens.
         "PUBLIC_SITE_URL": env.get("PUBLIC_SITE_URL", "").rstrip("/"),
         # Feed readers show this as the title of the syndication feeds (JSON Feed, Atom).
         "SITE_NAME": env.get("SITE_NAME", "Readwire"),
-        # Absolute base for Link headers; empty means "derive from the request's host".
+        # Absolute base for Link headers and the API's own URLs in bodies; empty means "derive
+        # from the request's host" (a placeholder filled per request: set it where the host is known).
         "PUBLIC_BASE_URL": env.get("PUBLIC_BASE_URL", "").rstrip("/"),
         # /popular: the ranking is recomputed at most once per interval (aligned to the clock,
         # so every worker agrees on the current snapshot without talking to the others) over

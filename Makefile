@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_POSTS ?= 500
 
-.PHONY: install run test test-fast test-lowest lint format clean stack stack-down stack-status cluster cluster-down cluster-status cluster-measure cluster-faults cluster-write-cost serve-bench bench bench-gate bench-accept ab-gate loadtest loadtest-compare
+.PHONY: install run editor test test-fast test-lowest lint lint-openapi format clean stack stack-down stack-status cluster cluster-down cluster-status cluster-measure cluster-faults cluster-write-cost serve-bench bench bench-gate bench-accept ab-gate loadtest loadtest-compare
 
 $(STAMP): requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,17 +19,26 @@ $(STAMP): requirements/dev.txt
 
 install: $(STAMP)
 
-# Embedded default: SQLite file + in-process cache in instance/, demo data seeded once.
-# One process (threads) because the in-process cache is per process.
+# Embedded default: SQLite file + in-process cache in instance/ (READWIRE_INSTANCE_DIR), demo data
+# and the demo editor seeded once. One gevent worker (gunicorn.conf.py): one process, because
+# the in-process cache is per process. `make run PORT=8001` for another port.
 run: install
 	$(FLASK) db upgrade
-	$(FLASK) seed --posts $(DEMO_POSTS) --if-empty
-	$(BIN)/gunicorn --workers 1 --threads 8 --bind $(HOST):$(PORT) --access-logfile - 'app:create_app()'
+	$(FLASK) seed --posts $(DEMO_POSTS) --if-empty --demo-editor
+	$(BIN)/gunicorn -c gunicorn.conf.py --workers 1 --bind $(HOST):$(PORT) --access-logfile - 'app:create_app()'
+
+# An editor account: make editor NAME=alice; the password from EDITOR_PASSWORD, one line of
+# piped stdin, or a prompt. Against the database in the environment (DATABASE_URL; default:
+# the embedded instance/), e.g. after `eval "$$(.venv/bin/python -m devstack.stack env)"`.
+editor: install
+	@test -n "$(NAME)" || { echo 'usage: make editor NAME=username  (password: EDITOR_PASSWORD, piped stdin or prompt)'; exit 2; }
+	$(FLASK) create-editor $(NAME)
 
 # Starts throwaway PostgreSQL and Redis servers itself (installing the binaries if missing).
+# --browser: Debian's chromium for the API reference test (tests/live/test_docs_browser.py).
 test: install
-	bash scripts/ensure-servers.sh
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	bash scripts/ensure-servers.sh --browser
+	READWIRE_REQUIRE_BROWSER=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The inner loop: everything but the tests marked slow (stack, gunicorn, embedded, EXPLAIN, fuzzing).
 test-fast: install
@@ -48,14 +57,29 @@ test-lowest: install
 	$(BIN)/uv pip sync --quiet --python $(LOWEST)/bin/python $(LOWEST)/requirements.txt
 	$(LOWEST)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: install
-	$(BIN)/ruff check app tests devstack bench loadtests gunicorn.conf.py
-	$(BIN)/ruff format --check app tests devstack bench loadtests gunicorn.conf.py
+lint: install lint-openapi
+	$(BIN)/ruff check app tests devstack bench loadtests scripts gunicorn.conf.py
+	$(BIN)/ruff format --check app tests devstack bench loadtests scripts gunicorn.conf.py
 	$(BIN)/mypy
 
+# The OpenAPI document as served, checked by two independent validators: @redocly/cli
+# (recommended rules; the pinned version in tools/package-lock.json) and openapi-spec-validator.
+# Both must report 0 errors and 0 warnings.
+TOOLS_STAMP := tools/node_modules/.installed
+$(TOOLS_STAMP): tools/package-lock.json
+	cd tools && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint-openapi: install $(TOOLS_STAMP)
+	mkdir -p build
+	$(BIN)/python scripts/openapi.py dump build/openapi.json
+	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true \
+		tools/node_modules/.bin/redocly lint --config tools/redocly.yaml --max-problems 1000 build/openapi.json
+	$(BIN)/openapi-spec-validator --validation-errors all build/openapi.json
+
 format: install
-	$(BIN)/ruff format app tests devstack bench loadtests gunicorn.conf.py
-	$(BIN)/ruff check --fix app tests devstack bench loadtests gunicorn.conf.py
+	$(BIN)/ruff format app tests devstack bench loadtests scripts gunicorn.conf.py
+	$(BIN)/ruff check --fix app tests devstack bench loadtests scripts gunicorn.conf.py
 
 # The serving stack on this machine (no Docker): PostgreSQL, Redis, gunicorn + gevent, Nginx,
 # started detached under .stack/ (state in .stack/state.json); configuration in stack.env.
@@ -143,4 +167,4 @@ bench-accept: install
 	$(BIN)/python -m bench.gate accept --reason "$(REASON)" $(GATE_ARGS)
 
 clean:
-	rm -rf $(VENV) $(LOWEST) instance .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOWEST) instance build tools/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 from flask import Flask
 from flask.cli import with_appcontext
+
+PASSWORD_ENV = "EDITOR_PASSWORD"
+
+
+def _read_password() -> str:
+    """The new password: EDITOR_PASSWORD if set, else the first line of piped stdin, else a
+    hidden prompt with confirmation (never an argument: it would land in shell history)."""
+    if os.environ.get(PASSWORD_ENV):
+        return os.environ[PASSWORD_ENV]
+    if not sys.stdin.isatty():  # piped: one line, no confirmation (there is nobody to mistype)
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise click.ClickException(f"no password on stdin (pipe one line, or set {PASSWORD_ENV})")
+        return password
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
 
 
 @click.command("create-editor")
@@ -16,13 +32,12 @@ from flask.cli import with_appcontext
 def create_editor_command(username: str, display_name: str | None) -> None:
     """Create the editor USERNAME, or promote an existing author and set the password.
 
-    The password is prompted for twice (never an argument: it would land in shell history);
-    piped stdin works too, e.g. `printf 'pw\\npw\\n' | flask create-editor ada`.
+    The password comes from EDITOR_PASSWORD, else from one line of piped stdin
+    (`echo 'pw-at-least-8' | flask --app app create-editor ada`), else a hidden prompt asked twice.
     """
     from app.services.auth import AccountError, make_editor
 
-    # getpass reads /dev/tty even when stdin is a pipe, so hide input only on a terminal.
-    password = click.prompt("Password", hide_input=sys.stdin.isatty(), confirmation_prompt=True)
+    password = _read_password()
     try:
         author, created = make_editor(username, password, display_name)
     except AccountError as exc:

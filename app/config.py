@@ -187,11 +187,15 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "HTTP_CACHE_CONTROL": env.get(
             "HTTP_CACHE_CONTROL", "public, max-age=1, s-maxage=1, stale-while-revalidate=1, stale-if-error=300"
         ),
-        # Canonical site for post permalinks (`url` field); never derived from the request.
-        "SITE_URL": env.get("SITE_URL", "https://readwire.example").rstrip("/"),
+        # The public web site showing the posts, if the deployment has one: post `url`s are then
+        # `<PUBLIC_SITE_URL>/posts/<slug>` (also the feeds' item links and website link). Unset, a
+        # post's `url` is the API's own `<root>/api/v1/posts/<id>` (root: PUBLIC_BASE_URL, else the
+        # request's host), so every link a client or feed reader gets is absolute and opens.
+        "PUBLIC_SITE_URL": env.get("PUBLIC_SITE_URL", "").rstrip("/"),
         # Feed readers show this as the title of the syndication feeds (JSON Feed, Atom).
         "SITE_NAME": env.get("SITE_NAME", "Readwire"),
-        # Absolute base for Link headers; empty means "derive from the request's host".
+        # Absolute base for Link headers and the API's own URLs in bodies; empty means "derive
+        # from the request's host" (a placeholder filled per request: set it where the host is known).
         "PUBLIC_BASE_URL": env.get("PUBLIC_BASE_URL", "").rstrip("/"),
         # /popular: the ranking is recomputed at most once per interval (aligned to the clock,
         # so every worker agrees on the current snapshot without talking to the others) over

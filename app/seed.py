@@ -1,6 +1,9 @@
 """`flask seed`: deterministic, Zipf-skewed demo and benchmark data (COPY on PostgreSQL).
 
 Same flags, same rows: every value comes from a seeded `random.Random` and a fixed EPOCH.
+Whatever the flags, the most used tag is `python` and the most prolific author is
+`ada_lovelace` (README.md's examples name them). `--demo-editor` (the embedded default only,
+what `make run` passes) also creates the sign-in account DEMO_EDITOR.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import click
+from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import Connection, insert, select, text
 from tqdm import tqdm
@@ -122,6 +126,14 @@ CATEGORY_NAMES = [
     "Finance", "Space", "Cities", "Energy", "Work", "Open-Source", "Research", "Opinion", "Interviews", "Podcasts",
 ]
 # fmt: on
+# Names the README's examples rely on: the tag on the most visible posts and the author of the
+# most visible posts get these (ties: the lower id), so both exist and have posts at any size.
+KNOWN_TAG = "python"
+KNOWN_AUTHOR = ("ada_lovelace", "Ada Lovelace")
+# A sign-in account for trying the write API on `make run` only. Its password is public (in the
+# README): `seed --demo-editor` refuses to create it anywhere but the embedded SQLite default.
+DEMO_EDITOR = "demo_editor"
+DEMO_EDITOR_PASSWORD = "demo-password-local-only"
 _FIELD = re.compile(r"\{(\w+)\}")
 _NON_SLUG = re.compile(r"[^a-z0-9]+")
 
@@ -238,16 +250,18 @@ def _batches(posts: int, seed: int, sizes: tuple[int, ...], comments_per_post: f
             for tag_id in tag_ids:
                 post_counts[2][tag_id] += 1
     rng = random.Random(seed)
-    yield {
-        "authors": _authors(rng, sizes[0], post_counts[0]),
-        "categories": [
-            (i, _slug(name), name.replace("-", " ").title(), post_counts[1][i])
-            for i, name in _labels(rng, sizes[1], CATEGORY_NAMES)
-        ],
-        "tags": [
-            (i, name, name, post_counts[2][i]) for i, name in _labels(rng, sizes[2], WORDS["noun"] + WORDS["adj"])
-        ],
-    }
+    authors = _authors(rng, sizes[0], post_counts[0])
+    categories = [
+        (i, _slug(name), name.replace("-", " ").title(), post_counts[1][i])
+        for i, name in _labels(rng, sizes[1], CATEGORY_NAMES)
+    ]
+    tags = [(i, name, name, post_counts[2][i]) for i, name in _labels(rng, sizes[2], WORDS["noun"] + WORDS["adj"])]
+    top_tag, top_author = _busiest(post_counts[2]), _busiest(post_counts[0])
+    tags[top_tag - 1] = (top_tag, KNOWN_TAG, KNOWN_TAG, post_counts[2][top_tag])
+    username, display_name = KNOWN_AUTHOR
+    row = authors[top_author - 1]
+    authors[top_author - 1] = (row[0], username, display_name, _avatar(username), *row[4:])
+    yield {"authors": authors, "categories": categories, "tags": tags}
 
     sentences = [_fill(rng, rng.choice(SENTENCES)) for _ in range(4096)]
     remarks = [_fill(rng, rng.choice(REMARKS)) for _ in range(1024)]
@@ -315,6 +329,11 @@ def _plans(seed: int, posts: int, sizes: tuple[int, ...]) -> Iterator[tuple[int,
         yield author(), category(), state, sorted(tag_ids)
 
 
+def _busiest(counts: list[int]) -> int:
+    """The id (1-based; index 0 is unused) with the highest count, the lowest such id on ties."""
+    return max(range(1, len(counts)), key=lambda i: (counts[i], -i))
+
+
 def _zipf(rng: random.Random, n: int) -> Callable[[], int]:
     """A draw of ids 1..n with Zipf popularity; which id ranks first is itself shuffled."""
     ids = list(range(1, n + 1))
@@ -335,9 +354,14 @@ def _authors(rng: random.Random, n: int, post_counts: list[int]) -> list[Row]:
         bio = _fill(rng, "Writes about the {adj} {noun} and the {noun}.")
         created = START - timedelta(seconds=int(rng.random() * 365 * 86_400))
         role = "editor" if rng.random() < 0.02 else "author"
-        avatar = f"https://avatars.readwire.example/{username}.png"
-        rows.append((author_id, username, f"{first} {last}", avatar, bio, created, post_counts[author_id], role))
+        rows.append(
+            (author_id, username, f"{first} {last}", _avatar(username), bio, created, post_counts[author_id], role)
+        )
     return rows
+
+
+def _avatar(username: str) -> str:
+    return f"https://avatars.readwire.example/{username}.png"
 
 
 def _labels(rng: random.Random, n: int, words: Sequence[str]) -> list[tuple[int, str]]:
@@ -376,6 +400,11 @@ def _at(seconds: int | None) -> datetime | None:
 @click.option("--if-empty", is_flag=True, help="Do nothing when the database already has data.")
 @click.option("--reset", is_flag=True, help="Delete all existing data first.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option(
+    "--demo-editor",
+    is_flag=True,
+    help=f"Also create the editor '{DEMO_EDITOR}' (public password; embedded SQLite default only).",
+)
 @with_appcontext
 def seed_command(
     posts: int,
@@ -387,9 +416,26 @@ def seed_command(
     if_empty: bool,
     reset: bool,
     no_progress: bool,
+    demo_editor: bool,
 ) -> None:
     """Fill the database with deterministic, Zipf-skewed authors, categories, tags, posts and comments."""
+    if demo_editor and not current_app.config["EMBEDDED"]:
+        raise click.ClickException("--demo-editor is for the embedded default (make run) only: its password is public")
     seed(
         posts, seed=seed_value, authors=authors, categories=categories, tags=tags,
         comments_per_post=comments_per_post, if_empty=if_empty, reset=reset, progress=not no_progress,
     )  # fmt: skip
+    if demo_editor:
+        ensure_demo_editor()
+
+
+def ensure_demo_editor() -> None:
+    """Create DEMO_EDITOR with its documented password unless the account exists (then untouched)."""
+    from app.services.auth import create_author, find_author
+
+    if find_author(DEMO_EDITOR) is not None:
+        return
+    author = create_author(DEMO_EDITOR, "Demo Editor", DEMO_EDITOR_PASSWORD, role="editor")
+    click.echo(
+        f"seed: demo editor '{DEMO_EDITOR}' (id {author.id}), password '{DEMO_EDITOR_PASSWORD}' (local demo only)"
+    )

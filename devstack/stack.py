@@ -1,12 +1,14 @@
 """The serving stack on this machine without Docker: PostgreSQL, Redis, gunicorn and Nginx.
 
-    python -m devstack.stack up|down|status [--dir .stack]
+    python -m devstack.stack up|down|status|env [--dir .stack]   (or STACK_DIR=...)
 
 ``up`` starts every server detached from this process (it returns; the servers stay), applies
 the migrations, seeds STACK_POSTS posts once (``--if-empty``) and writes ``<dir>/state.json``
 (pids, ports, URLs, DATABASE_URL, REDIS_URL, SECRET_KEY; mode 0600) for load tests and
 benchmarks, then prints one ``name  url`` line per service. ``down`` stops them all and checks
-that no process of theirs is left. Configuration: stack.env, overridden by the environment,
+that no process of theirs is left. ``env`` prints ``export`` lines (DATABASE_URL, REDIS_URL,
+SECRET_KEY) that point the app's CLI at the running stack:
+``eval "$(.venv/bin/python -m devstack.stack env)"``. Configuration: stack.env, overridden by the environment,
 the same file docker-compose.yml reads.
 """
 
@@ -18,6 +20,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -484,8 +487,13 @@ class Stack(StateDir):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack.stack", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "status"])
-    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state, data and logs (default: .stack/)")
+    parser.add_argument("command", choices=["up", "down", "status", "env"])
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(os.environ.get("STACK_DIR") or DEFAULT_DIR),
+        help="state, data and logs (default: $STACK_DIR, else .stack/)",
+    )
     args = parser.parse_args(argv)
     stack = Stack(args.dir)
     if args.command == "up":
@@ -507,6 +515,10 @@ def main(argv: list[str] | None = None) -> int:
     if not current:
         print("stack: not running", file=sys.stderr)
         return 3
+    if args.command == "env":  # for eval in a shell: the app's CLI then talks to this stack
+        for key, value in current["env"].items():
+            print(f"export {key}={shlex.quote(value)}")
+        return 0
     running = stack.running(current)
     for name in SERVICES:
         url = current.get("services", {}).get(name, {}).get("url", "-")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the server binaries used by devstack/ and the tests are installed:
 # PostgreSQL (server), redis-server and nginx (with its perl module); with --bench also wrk (make serve-bench),
-# with --gate valgrind (make bench-gate).
+# with --gate valgrind (make bench-gate), with --browser Debian's chromium (make test: the API
+# reference page is checked in a headless browser; Playwright drives it, it downloads none).
 # `make cluster` needs nothing more: pg_basebackup comes with the server (postgresql-client-N is
 # a dependency), a Sentinel is `redis-server --sentinel` (Debian's redis-sentinel package only
 # adds a service unit and a symlink), redis-cli and redis-benchmark with redis-tools (a dependency).
@@ -23,10 +24,12 @@ have() { command -v "$1" >/dev/null || [[ -x "/usr/sbin/$1" || -x "/usr/bin/$1" 
 
 bench=0
 gate=0
+browser=0
 for arg in "$@"; do
     case $arg in
         --bench) bench=1 ;;  # wrk for make serve-bench
         --gate) gate=1 ;;    # valgrind for the instruction-count gate (make bench-gate)
+        --browser) browser=1 ;;  # chromium for tests/live/test_docs_browser.py
     esac
 done
 
@@ -38,6 +41,7 @@ have nginx || missing+=(nginx-light)
 [[ -e /usr/lib/nginx/modules/ngx_http_perl_module.so ]] || missing+=(libnginx-mod-http-perl)
 [[ $bench -eq 1 ]] && ! have wrk && missing+=(wrk)
 [[ $gate -eq 1 ]] && ! have valgrind && missing+=(valgrind)
+[[ $browser -eq 1 ]] && ! have chromium && missing+=(chromium)
 
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
@@ -76,3 +80,4 @@ have nginx || { echo "ensure-servers: nginx still missing" >&2; exit 1; }
 [[ -e /usr/lib/nginx/modules/ngx_http_perl_module.so ]] || { echo "ensure-servers: nginx's perl module still missing" >&2; exit 1; }
 [[ $bench -eq 0 ]] || have wrk || { echo "ensure-servers: wrk still missing" >&2; exit 1; }
 [[ $gate -eq 0 ]] || have valgrind || { echo "ensure-servers: valgrind still missing" >&2; exit 1; }
+[[ $browser -eq 0 ]] || have chromium || { echo "ensure-servers: chromium still missing" >&2; exit 1; }

@@ -101,3 +101,40 @@ def test_if_empty_refuse_and_reset_through_the_cli() -> None:
     with app.app_context():
         assert scalar(posts) == 30
         assert scalar("SELECT max(id) FROM posts") == 30
+
+
+def test_known_names_at_every_size() -> None:
+    """README.md's examples rely on the tag `python` and the author `ada_lovelace`: they exist
+    whatever the flags, on the busiest tag and author (so their feeds are never empty)."""
+    for posts, seed_value in ((30, 1), (POSTS, 3), (POSTS, 4)):
+        with make_app().app_context():
+            seed(posts, seed=seed_value, progress=False)
+            assert scalar("SELECT slug FROM tags ORDER BY post_count DESC, id LIMIT 1") == "python"
+            assert scalar("SELECT username FROM authors ORDER BY post_count DESC, id LIMIT 1") == "ada_lovelace"
+            assert scalar("SELECT post_count FROM tags WHERE slug = 'python'") > 0
+            assert scalar("SELECT avatar_url FROM authors WHERE username = 'ada_lovelace'").endswith(
+                "/ada_lovelace.png"
+            )
+
+
+def test_demo_editor_on_the_embedded_default_only() -> None:
+    from app.seed import DEMO_EDITOR, DEMO_EDITOR_PASSWORD
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://", "SECRET_KEY": "s" * 40, "TESTING": True})
+    with app.app_context():
+        db.create_all()
+    runner = app.test_cli_runner()
+    for _ in range(2):  # idempotent; created even when the data was already there (--if-empty)
+        result = runner.invoke(args=["seed", "--posts", "20", "--if-empty", "--no-progress", "--demo-editor"])
+        assert result.exit_code == 0, result.output
+    with app.app_context():
+        assert scalar(f"SELECT count(*) FROM authors WHERE username = '{DEMO_EDITOR}' AND role = 'editor'") == 1
+    token = app.test_client().post(
+        "/api/v1/auth/token", json={"username": DEMO_EDITOR, "password": DEMO_EDITOR_PASSWORD}
+    )
+    assert token.status_code == 200, token.data
+
+    # A real database (the stack, production): refused before anything is touched (no server needed).
+    served = create_app({"SQLALCHEMY_DATABASE_URI": "postgresql://nobody@127.0.0.1:9/none", "SECRET_KEY": "x" * 40})
+    result = served.test_cli_runner().invoke(args=["seed", "--posts", "20", "--demo-editor"])
+    assert result.exit_code == 1 and "embedded default" in result.output

@@ -44,6 +44,7 @@ READS = [
     "GET /api/v1/posts/{post}/comments",
     "GET /api/v1/categories",
     "GET /api/v1/tags",
+    "GET /api/v1/authors",
     "GET /api/v1/authors/{author}",
     "GET /api/v1/feed?fields=id,title",
     "GET /api/v1/feed.json",

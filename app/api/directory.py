@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from app.http.cached import cached_json
-from app.schemas.params import no_query, query_params, tags_query
+from app.extensions import cursors
+from app.http.cached import cached_json, cached_page
+from app.schemas.params import no_query, page_query, query_params, tags_query
 from app.services import directory
 
 bp = Blueprint("directory", __name__)
@@ -23,6 +24,17 @@ def tags() -> Response:
     limit = params["limit"]
     compute = lambda: {"data": directory.list_tags(limit), "meta": {"limit": limit}}  # noqa: E731
     return cached_json("tags", ["directory"], params, "directory", compute)
+
+
+@bp.get("/authors")
+def authors() -> Response:
+    """Every author (the list view: no counters), in id order, keyset-paginated."""
+    params = query_params(page_query)
+    after = cursors.decode(params.get("cursor"), "authors")
+    compute = lambda: directory.authors_page(after, params["limit"])  # noqa: E731
+    return cached_page(
+        "authors", ["directory"], params, "directory", compute, scope="authors", after=after, growing=None
+    )
 
 
 @bp.get("/authors/<username:username>")

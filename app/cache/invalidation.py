@@ -64,11 +64,23 @@ def _touched(session: Session) -> tuple[set[int], set[int], set[int], set[int], 
     return posts, categories, authors, tags, commented
 
 
+def _accounts(session: Session) -> set[str]:
+    """Usernames (old and new) of authors created or changed in this flush (the CLI's accounts)."""
+    names: set[str] = set()
+    for obj in chain(session.new, session.dirty):
+        if isinstance(obj, Author):
+            names |= _old_and_new(obj, "username")
+    return names
+
+
 def namespaces_for(session: Session) -> set[str]:
     """Every cache namespace whose pages this flush makes out of date."""
     posts, categories, authors, tags, commented = _touched(session)
+    # A new or changed account: the authors list and its own page (a cached 404 included).
+    changed = _accounts(session)
+    accounts = {"directory", *(f"author:{name}" for name in changed)} if changed else set()
     if not (posts or commented):
-        return set()
+        return accounts
     conn = session.connection()
     if posts:  # every tag the posts carry now (tags removed in this flush are in `tags`)
         tags |= set(conn.execute(select(PostTag.tag_id).where(PostTag.post_id.in_(posts))).scalars())
@@ -81,7 +93,7 @@ def namespaces_for(session: Session) -> set[str]:
     names |= {f"cat:{s}" for s in _slugs(conn, Category.slug, Category.id, categories)}
     names |= {f"tag:{s}" for s in _slugs(conn, Tag.slug, Tag.id, tags)}
     names |= {f"author:{s}" for s in _slugs(conn, Author.username, Author.id, authors)}
-    return names
+    return names | accounts
 
 
 def _slugs(conn: Any, column: Any, id_column: Any, ids: Iterable[int]) -> list[str]:

@@ -7,4 +7,6 @@ turns it into a response: conditionals (ETag, If-None-Match, If-Modified-Since, 
 API root URL). `render.py` makes the bytes the cache keeps; `respond.py` the plain responses.
 """
 
-API_PREFIX = "/api/v1"  # where the public API is mounted (app/api registers every blueprint under it)
+from app.urls import API_PREFIX
+
+__all__ = ["API_PREFIX"]

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import copy
 import re
+from importlib.resources import files
 from typing import Any
 
+import orjson
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 from marshmallow import fields as ma_fields
 from werkzeug.routing import Rule
 
-from app.api import API_PREFIX, SlugConverter, UsernameConverter
+from app.api import SlugConverter, UsernameConverter
 from app.compat import rule_converters
 from app.openapi import schemas as doc
-from app.openapi.operations import HEADER_COMPONENTS, OPERATIONS, headers, problem
-from app.schemas.params import FieldSet, IdList
+from app.openapi.operations import HEADER_COMPONENTS, OPERATIONS
+from app.schemas.params import MAX_ID, FieldSet, IdList
 
 DESCRIPTION = """\
 Public, anonymous, read-mostly feeds of posts; authenticated writes.
@@ -43,9 +45,17 @@ and Atom (`.atom`, `application/atom+xml`), paged like the JSON feeds.
 
 **Errors** are `application/problem+json` (RFC 9457) with a stable `code`.
 
-**CORS.** Public reads answer `Access-Control-Allow-Origin: *` (never with credentials) and expose
-ETag, Last-Modified, Link, Age, Retry-After, RateLimit, RateLimit-Policy and X-Request-ID.
-Cross-origin writes are allowed only from configured origins.
+**CORS** (described once here; preflights are not listed per path). Public reads (GET/HEAD, errors
+and 304s included) answer `Access-Control-Allow-Origin: *`, never with credentials, and expose ETag,
+Last-Modified, Link, Age, Retry-After, RateLimit, RateLimit-Policy, X-Request-ID and Location. An
+`OPTIONS` preflight on any `/api/v1` path answers `200` with `Allow`; for a read
+(`Access-Control-Request-Method: GET` or `HEAD`) also `Access-Control-Allow-Origin: *`,
+`Access-Control-Allow-Methods: GET, HEAD, OPTIONS`, `Access-Control-Allow-Headers: Accept,
+If-None-Match, If-Modified-Since, X-Request-ID` and `Access-Control-Max-Age: 7200`
+(`CORS_MAX_AGE`). Cross-origin writes and sign-in are allowed only from the origins in
+`CORS_WRITE_ORIGINS`: their preflight echoes the origin (with `Vary: Origin`) and adds POST, PATCH,
+DELETE, Authorization and Content-Type; any other origin gets no CORS headers. An unknown path is
+`404 not_found`.
 
 **Rate limits.** Sign-in and refresh: 10 requests per minute per client address; writes: 60 per
 minute per author. Limited endpoints carry `RateLimit-Policy` and `RateLimit`
@@ -56,20 +66,33 @@ Public reads are limited at the edge.
 printable ASCII characters), else a generated one. It is in every log line of the request.
 
 HEAD is answered wherever GET is.
+
+**Try it.** This page sends requests to the host that served it. The examples are real answers of
+the demo data (`make run`); sign in as the demo editor there (`demo_editor`,
+`demo-password-local-only`, local demo only) with `POST /api/v1/auth/token`, then **Authorize**
+with the access token to try the writes.
 """
 
+# Sidebar and section order: what a reader wants first, the operational endpoints last.
+TAGS = [
+    {"name": "Feeds", "description": "Newest posts (global, per category, tag or author) and the hottest ones."},
+    {"name": "Posts", "description": "One post with its body, posts by id, and a post's comments."},
+    {"name": "Directory", "description": "Categories, tags and authors: the names the feeds are scoped by."},
+    {"name": "Syndication", "description": "The feeds as JSON Feed 1.1 and Atom 1.0, for feed readers."},
+    {"name": "Writes", "description": "Create, edit, publish, unpublish and delete posts; comment (signed in)."},
+    {"name": "Auth", "description": "Sign in for a bearer token (editors and authors with a password)."},
+    {"name": "Documentation", "description": "This document and the page rendering it."},
+    {"name": "Operations", "description": "Liveness, readiness and metrics, for the platform rather than clients."},
+]
+# Relative: try-it calls (and any client reading the document) go to the host that served it.
+SERVERS = [{"url": "/", "description": "The host serving this document"}]
+# The truth: the repository has no LICENSE file, so none is granted. Redocly's recommended rules
+# ask for `info.license` with an SPDX identifier or URL; a LicenseRef- is SPDX's spelling of
+# "a license not on the list", and its name says which: none.
+LICENSE = {"name": "None set: the repository has no LICENSE file", "identifier": "LicenseRef-None"}
+EXAMPLES = "examples.json"
+
 _PARAMETERS: dict[str, dict[str, Any]] = {
-    "Origin": {"in": "header", "name": "Origin", "schema": {"type": "string"}},
-    "Access-Control-Request-Method": {
-        "in": "header",
-        "name": "Access-Control-Request-Method",
-        "schema": {"type": "string"},
-    },
-    "Access-Control-Request-Headers": {
-        "in": "header",
-        "name": "Access-Control-Request-Headers",
-        "schema": {"type": "string"},
-    },
     "If-None-Match": {
         "in": "header",
         "name": "If-None-Match",
@@ -91,14 +114,6 @@ _PARAMETERS: dict[str, dict[str, Any]] = {
     },
 }
 
-_PREFLIGHT_HEADERS = {
-    "Access-Control-Allow-Origin": "`*` for reads; the origin for writes from an allowed origin; absent otherwise.",
-    "Access-Control-Allow-Methods": "Methods a cross-origin request may use.",
-    "Access-Control-Allow-Headers": "Request headers a cross-origin request may send.",
-    "Access-Control-Max-Age": "Seconds a browser may reuse this answer.",
-    "Allow": "Methods this path answers.",
-}
-
 _CONVERTERS: dict[str, dict[str, Any]] = {
     "IntegerConverter": {"type": "integer", "minimum": 0},
     "SlugConverter": {"type": "string", "pattern": f"^{SlugConverter.regex}$", "maxLength": SlugConverter.max_length},
@@ -108,13 +123,61 @@ _VARIABLE = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
 def _custom_field(self: Any, field: ma_fields.Field, **kwargs: Any) -> dict[str, Any]:
-    """The query fields marshmallow-to-OpenAPI cannot know: comma-separated lists."""
+    """The query fields marshmallow-to-OpenAPI cannot know: comma-separated lists, described as
+    arrays sent `style: form, explode: false` (`fields=id,title`; see _comma_separated)."""
     if isinstance(field, FieldSet):
-        names = "|".join(field.known)
-        return {"type": "string", "pattern": f"^({names})(,({names}))*$", "example": ",".join(field.known[:3])}
+        return {
+            "type": "array",
+            "items": {"type": "string", "enum": list(field.known)},
+            "minItems": 1,
+        }  # repeats: dropped
     if isinstance(field, IdList):
-        return {"type": "string", "pattern": r"^[1-9][0-9]{0,17}(,[1-9][0-9]{0,17}){0,99}$", "example": "3,1,2"}
+        return {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+            "minItems": 1,
+            "maxItems": field.max_items,
+        }
     return {}
+
+
+_COMMA_SEPARATED = {"fields", "ids"}
+
+
+def _comma_separated(operation: dict[str, Any]) -> None:
+    """OpenAPI's spelling of `a,b,c` in one query parameter: style form, explode false."""
+    for parameter in operation.get("parameters", []):
+        if isinstance(parameter, dict) and parameter.get("in") == "query" and parameter["name"] in _COMMA_SEPARATED:
+            parameter.update(style="form", explode=False)
+
+
+def _examples(document: dict[str, Any]) -> None:
+    """Attach the committed real answers (app/openapi/examples.json, made by `python
+    scripts/openapi.py examples` from the seeded app) to each operation: parameter values,
+    request bodies and one response body per status and media type."""
+    path = files("app.openapi").joinpath(EXAMPLES)
+    if not path.is_file():
+        return
+    recorded = orjson.loads(path.read_bytes())["operations"]
+    for path_item in document["paths"].values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict) or "operationId" not in operation:
+                continue
+            example = recorded.get(operation["operationId"])
+            if example is None:
+                continue
+            values = example.get("parameters", {})
+            for parameter in [*path_item.get("parameters", []), *operation.get("parameters", [])]:
+                if isinstance(parameter, dict) and parameter.get("name") in values:
+                    parameter["example"] = values[parameter["name"]]
+            body = example.get("request_body")
+            if body is not None and "requestBody" in operation:
+                operation["requestBody"]["content"]["application/json"]["example"] = body
+            for status, by_media in example.get("responses", {}).items():
+                content = operation["responses"].get(status, {}).get("content", {})
+                for media_type, value in by_media.items():
+                    if media_type in content:
+                        content[media_type]["example"] = value
 
 
 def _path(rule: Rule) -> tuple[str, list[dict[str, Any]]]:
@@ -126,22 +189,6 @@ def _path(rule: Rule) -> tuple[str, list[dict[str, Any]]]:
     return _VARIABLE.sub(r"{\1}", rule.rule), parameters
 
 
-def _preflight_response() -> dict[str, Any]:
-    response_headers = headers()
-    response_headers.update(
-        {name: {"description": text, "schema": {"type": "string"}} for name, text in _PREFLIGHT_HEADERS.items()}
-    )
-    return {"description": "What a cross-origin request may do here.", "headers": response_headers}
-
-
-_PREFLIGHT = {
-    "summary": "CORS preflight",
-    "tags": ["CORS"],
-    "parameters": ["Origin", "Access-Control-Request-Method", "Access-Control-Request-Headers"],
-    "responses": {"200": "Preflight", "404": "NotFound"},
-}
-
-
 def build_document(app: Flask) -> dict[str, Any]:
     plugin = MarshmallowPlugin()
     spec = APISpec(
@@ -149,7 +196,9 @@ def build_document(app: Flask) -> dict[str, Any]:
         version="1",
         openapi_version="3.1.0",
         plugins=[plugin],
-        info={"description": DESCRIPTION},
+        info={"description": DESCRIPTION, "license": LICENSE},
+        servers=SERVERS,
+        tags=TAGS,
     )
     plugin.converter.add_attribute_function(_custom_field)  # type: ignore[union-attr]
     plugin.map_to_openapi_type(ma_fields.Url, "string", "uri")
@@ -160,21 +209,28 @@ def build_document(app: Flask) -> dict[str, Any]:
         spec.components.parameter(name, parameter["in"], parameter)
     for name in ("Problem", "Post", "PostDetail", "Comment", "PostPage", "CommentPage", "JsonFeed"):
         spec.components.schema(name, schema=getattr(doc, name))
-    spec.components.response("Preflight", _preflight_response())
-    spec.components.response("NotFound", problem("`not_found`: no route matches this path."))
-    for rule in sorted(app.url_map.iter_rules(), key=lambda r: (r.rule, r.endpoint)):
+    # Paths in OPERATIONS' order (the global feed before the scoped ones): the page lists them so.
+    order = {endpoint: index for index, endpoint in enumerate(OPERATIONS)}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: (order.get(r.endpoint, len(order)), r.rule)):
         operation = OPERATIONS.get(rule.endpoint)
         if operation is None:
             continue  # undocumented: tests/api/test_openapi.py fails on it
         path, parameters = _path(rule)
+        # HEAD is GET's (said once in the description), and so are the CORS preflights (OPTIONS).
         operations = {
             method.lower(): {**copy.deepcopy(operation), "operationId": rule.endpoint.replace(".", "_")}
             for method in sorted(rule.methods - {"HEAD", "OPTIONS"})  # type: ignore[operator]
         }
-        if rule.rule.startswith(API_PREFIX + "/"):
-            operations["options"] = {**_PREFLIGHT, "operationId": f"{rule.endpoint.replace('.', '_')}_preflight"}
         spec.path(path=path, operations=operations, parameters=parameters)
     document = spec.to_dict()
+    for path_item in document["paths"].values():
+        for operation in path_item.values():
+            if isinstance(operation, dict):
+                _comma_separated(operation)
+    _examples(document)
+    # Each header is registered plain and `.required` (a $ref cannot override `required`): keep the used ones.
+    used = set(re.findall(r'"#/components/headers/([^"]+)"', orjson.dumps(document["paths"]).decode()))
+    document["components"]["headers"] = {k: v for k, v in document["components"]["headers"].items() if k in used}
     for schema in document["components"]["schemas"].values():
         schema.setdefault("additionalProperties", False)  # every response shape is closed
     return document

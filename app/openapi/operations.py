@@ -138,6 +138,7 @@ def cached_read(
         "summary": summary,
         "description": description,
         "tags": [tag],
+        "security": [],  # anonymous
         "parameters": [
             *query(query_schema),
             "If-None-Match",
@@ -166,20 +167,24 @@ def write(
     ok: dict[str, Any] = {"description": summary, "headers": ok_headers}
     if schema is not None:
         ok["content"] = {JSON: {"schema": schema}}
-    responses: dict[str, Any] = {
-        str(status): ok,
-        "400": problem("`invalid_json`: the body is not JSON."),
-        "401": problem("`unauthorized`: missing, invalid or expired token.", "WWW-Authenticate", *_RATED),
-    }
+    responses: dict[str, Any] = {str(status): ok}
+    if body is not None:
+        responses["400"] = problem("`invalid_json`: the body is not JSON.")
+    responses["401"] = problem("`unauthorized`: missing, invalid or expired token.", "WWW-Authenticate", *_RATED)
     if forbidden:
         responses["403"] = problem(f"`forbidden`: {forbidden}")
     if missing:
         responses["404"] = problem(f"`not_found`: {missing}", *_RATED)
+    if body is not None:  # the body checks (a DELETE or a refresh sends none, and none is read)
+        responses.update(
+            {
+                "413": problem("`payload_too_large`: the body is over 1 MiB.", *_RATED),
+                "415": problem("`unsupported_media_type`: send application/json.", *_RATED),
+                "422": problem("`validation_failed`: the body breaks the schema (`errors` per field).", *_RATED),
+            }
+        )
     responses.update(
         {
-            "413": problem("`payload_too_large`: the body is over 1 MiB.", *_RATED),
-            "415": problem("`unsupported_media_type`: send application/json.", *_RATED),
-            "422": problem("`validation_failed`: the body breaks the schema (`errors` per field).", *_RATED),
             "429": problem(
                 "`rate_limited`: over the quota.", *_RATED, "Retry-After", required=(*_RATED, "Retry-After")
             ),
@@ -193,8 +198,7 @@ def write(
         "parameters": ["X-Request-ID"],
         "responses": responses,
     }
-    if security:
-        operation["security"] = [{security: []}]
+    operation["security"] = [{security: []}] if security else []
     if body is not None:
         operation["requestBody"] = {"required": True, "content": {JSON: {"schema": body}}}
     return operation
@@ -216,7 +220,8 @@ def plain(
         "summary": summary,
         "description": description,
         "tags": [tag],
-        "parameters": ["X-Request-ID"],
+        "security": [],  # anonymous
+        "parameters": [*query(extra.get("query_schema", params.no_query)), "X-Request-ID"],
         "responses": responses,
     }
 
@@ -310,6 +315,15 @@ def _stream(scope: str, missing: str | None = None) -> dict[str, Any]:
 
 
 _READY_DOWN = {"description": "The database is unreachable.", "content": {JSON: {"schema": doc.Ready}}}
+# Probes answer 200 or 503 whatever the request (a monitor's cache-buster included); what a
+# client can still get is the HTTP servers' own answer to a malformed or oversized request.
+_PROBE_4XX = {
+    "description": "Not from the probe: the HTTP server in front of it (Nginx, gunicorn) refusing a malformed "
+    "or oversized request (e.g. 400, 414 URI Too Long, 431 Request Header Fields Too Large), as plain text."
+}
+_EDGE_429 = problem(
+    "`rate_limited` at the edge (Nginx, per client address; the app does not limit reads).", "Retry-After"
+)
 
 OPERATIONS: dict[str, dict[str, Any]] = {
     "feeds.global_feed": _feed(""),
@@ -362,6 +376,16 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     ),
     "directory.categories": cached_read("Categories with post counts", "Directory", doc.CategoryList),
     "directory.tags": cached_read("Top tags by post count", "Directory", doc.TagList, query_schema=params.tags_query),
+    "directory.authors": cached_read(
+        "Authors",
+        "Directory",
+        doc.AuthorPage,
+        description="Every author (the list view: no counters), in `id` order, keyset-paginated: follow Link "
+        "`next` (or `meta.next_cursor`) until it is null. By id because ids never change and new accounts join at "
+        "the end, so a walk neither repeats nor skips anyone.",
+        query_schema=params.page_query,
+        paged=True,
+    ),
     "directory.author": cached_read("One author", "Directory", doc.AuthorDetail, missing="no such author"),
     "auth.issue_token": write(
         "Access and refresh tokens",
@@ -420,14 +444,16 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         schema=doc.WrittenComment,
         missing="no published post with this id",
     ),
-    "health.healthz": plain("Liveness: the process is up", "Operations", JSON, doc.Health),
+    "health.healthz": plain(
+        "Liveness: the process is up", "Operations", JSON, doc.Health, responses={"4XX": _PROBE_4XX}
+    ),
     "health.readyz": plain(
         "Readiness: database and cache reachable",
         "Operations",
         JSON,
         doc.Ready,
         description="`degraded` (200) when only the cache is down: reads then come from the database.",
-        responses={"503": {**_READY_DOWN, "headers": headers("Retry-After", "Cache-Control")}},
+        responses={"4XX": _PROBE_4XX, "503": {**_READY_DOWN, "headers": headers("Retry-After", "Cache-Control")}},
     ),
     "metrics": plain(
         "Prometheus metrics",
@@ -435,6 +461,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "text/plain",
         {"type": "string"},
         description="Prometheus text format; not cached, no CORS. Keep it off the public edge.",
+        responses={"404": problem("`not_found` at the edge (Nginx) for any client but this host.")},
     ),
     "docs.openapi": plain(
         "This document",
@@ -442,15 +469,16 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         JSON,
         {"type": "object"},
         ok_headers=_PUBLIC,
-        responses={"304": {"description": "Not modified.", "headers": headers("ETag")}},
+        responses={"304": {"description": "Not modified.", "headers": headers("ETag")}, "429": _EDGE_429},
     ),
     "docs.reference": plain(
         "Reference page",
         "Documentation",
         "text/html",
         {"type": "string"},
-        description="A self-contained HTML page rendering this document (no CDN, works offline).",
+        description="This page: Swagger UI (shipped by the pinned swagger-ui-py package, served from this "
+        "process; no CDN, works offline) rendering this document, with try-it against this host.",
         ok_headers=_PUBLIC,
-        responses={"304": {"description": "Not modified.", "headers": headers("ETag")}},
+        responses={"304": {"description": "Not modified.", "headers": headers("ETag")}, "429": _EDGE_429},
     ),
 }

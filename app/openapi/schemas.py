@@ -48,7 +48,12 @@ class Post(Closed):
     slug = fields.String()
     title = fields.String()
     summary = fields.String()
-    url = fields.Url(metadata={"description": "Permalink on the site."})
+    url = fields.Url(
+        metadata={
+            "description": "The post's page: `<PUBLIC_SITE_URL>/posts/<slug>` when the deployment has a web site, "
+            "else this API's own `/api/v1/posts/<id>`, absolute (under PUBLIC_BASE_URL, else the requesting host)."
+        }
+    )
     published_at = fields.DateTime()
     updated_at = fields.DateTime()
     author = fields.Nested(AuthorRef)
@@ -104,10 +109,18 @@ class WrittenComment(Closed):
 class PageMeta(Closed):
     limit = fields.Integer(**_required())
     next_cursor = fields.String(
-        **_required(allow_none=True, metadata={"description": "Older items (null at the end)."})
+        **_required(
+            allow_none=True,
+            metadata={
+                "description": "The next page: older posts on feeds, newer comments, later authors; null at the end."
+            },
+        )
     )
     prev_cursor = fields.String(
-        **_required(allow_none=True, metadata={"description": "Newer items; always present on feeds (polling)."})
+        **_required(
+            allow_none=True,
+            metadata={"description": "The page before: newer posts on feeds (always present there, for polling)."},
+        )
     )
 
 
@@ -144,6 +157,11 @@ class LimitMeta(Closed):
 class TagList(Closed):
     data = fields.List(fields.Nested(TagCount), **_required())
     meta = fields.Nested(LimitMeta, **_required())
+
+
+class AuthorPage(Closed):
+    data = fields.List(fields.Nested(AuthorRef), **_required())
+    meta = fields.Nested(PageMeta, **_required())
 
 
 class AuthorDetail(AuthorRef):
@@ -206,10 +224,12 @@ class JsonFeedItemExtension(Closed):
 
 
 class JsonFeedItem(Closed):
-    id = fields.String(**_required(metadata={"description": "The post's permalink."}))
+    id = fields.String(**_required(metadata={"description": "The post's URL (absolute)."}))
     url = fields.Url(**_required())
     title = fields.String(**_required())
-    content_text = fields.String(**_required(metadata={"description": "The summary (the title when empty)."}))
+    content_html = fields.String(
+        **_required(metadata={"description": "The post body as HTML paragraphs (plain text, escaped)."})
+    )
     summary = fields.String()
     date_published = fields.DateTime(**_required())
     date_modified = fields.DateTime(**_required())
@@ -228,7 +248,9 @@ class JsonFeed(Closed):
 
     version = fields.String(**_required(validate=validate.OneOf(["https://jsonfeed.org/version/1.1"])))
     title = fields.String(**_required())
-    home_page_url = fields.Url(**_required())
+    home_page_url = fields.Url(
+        **_required(metadata={"description": "PUBLIC_SITE_URL, else this feed as the API's JSON list."})
+    )
     feed_url = fields.Url(**_required())
     next_url = fields.Url(metadata={"description": "Older items (absent at the end)."})
     items = fields.List(fields.Nested(JsonFeedItem), **_required())

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from flask import Flask, Response, current_app
 from sqlalchemy import event
 from sqlalchemy.orm import Session
@@ -20,6 +21,7 @@ from app.push import events
 from app.push.hub import Hub, InvalidPosition, PositionCodec, Publisher
 from app.push.streams import StreamSlots, event_stream
 from app.push.websub import WebSub
+from app.urls import ROOT_URL
 
 __all__ = ["InvalidPosition", "Push", "PushState"]
 _WEBSUB = "push.websub"  # session.info: this transaction wrote WebSub outbox rows
@@ -36,7 +38,8 @@ class PushState:
         self.slots = StreamSlots(config)
         self.websub = WebSub(engine, config)
         self.hub.housekeeping.append(self.slots.renew)
-        self.site_url: str = config["SITE_URL"]
+        self.site_url: str = config["PUBLIC_SITE_URL"]
+        self.api_root: str = config["PUBLIC_BASE_URL"] or ROOT_URL  # ROOT_URL: filled per stream
         self.heartbeat = float(config["SSE_HEARTBEAT"])
         self.retry_ms = int(config["SSE_RETRY_MS"])
 
@@ -46,7 +49,12 @@ class PushState:
 
     def open(self, scope: str, position: int | None, token: str) -> Response:
         self.hub.ensure_started()
-        body = event_stream(self.hub, scope, position, self.heartbeat, self.retry_ms, lambda: self.slots.release(token))
+        from app.http.respond import root_url  # app.http imports the extensions, which import this
+
+        root = orjson.dumps(root_url())[1:-1]  # this request's root, as it reads inside a JSON string
+        body = event_stream(
+            self.hub, scope, position, self.heartbeat, self.retry_ms, lambda: self.slots.release(token), root
+        )
         response = Response(body, mimetype="text/event-stream", direct_passthrough=True)
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Accel-Buffering"] = "no"  # Nginx: pass each event on at once
@@ -76,7 +84,7 @@ class Push:
 
     def _before_commit(self, session: Session) -> None:
         state = self.state()
-        scopes = events.before_commit(session, state.site_url)
+        scopes = events.before_commit(session, state.site_url, state.api_root)
         if scopes and state.websub.enabled and state.websub.add(session.connection(), scopes):
             session.info[_WEBSUB] = True
 

@@ -25,6 +25,7 @@ from sqlalchemy import insert, inspect, select, text
 from sqlalchemy.orm import Session
 
 from app.models import Author, Category, Post, PostEvent, PostTag, Tag
+from app.urls import POSTS_PATH
 
 _TOUCHED = "push.touched"  # session.info keys
 _WRITTEN = "push.written"
@@ -74,15 +75,17 @@ def after_flush(session: Session, flush_context: Any) -> None:
             touched.setdefault(obj.post_id, Touch(None)).tags |= _values(obj, "tag_id")
 
 
-def before_commit(session: Session, site_url: str) -> set[str] | None:
-    """Write this transaction's events; the scopes they touch (None: no event)."""
+def before_commit(session: Session, site_url: str, api_root: str) -> set[str] | None:
+    """Write this transaction's events; the scopes they touch (None: no event). A post's `url`
+    is spelled as the API spells it (app/services/items.py:post_urls): `<site_url>/posts/<slug>`,
+    else `<api_root>/api/v1/posts/<id>`, where an `api_root` of ROOT_URL is filled per stream."""
     if session.new or session.dirty or session.deleted:
         session.flush()  # changes still pending are part of this transaction's events
     touched: dict[int, Touch] | None = session.info.pop(_TOUCHED, None)
     if not touched:
         return None
     conn = session.connection()
-    rows = _events(conn, touched, site_url)
+    rows = _events(conn, touched, site_url, api_root)
     if not rows:
         return None
     if conn.dialect.name == "postgresql":  # SQLite runs one writer at a time anyway
@@ -110,7 +113,7 @@ def _slugs(conn: Any, column: Any, id_column: Any, ids: Iterable[int]) -> dict[i
     return {row[0]: row[1] for row in conn.execute(select(id_column, column).where(id_column.in_(wanted)))}
 
 
-def _events(conn: Any, touched: dict[int, Touch], site_url: str) -> list[dict[str, Any]]:
+def _events(conn: Any, touched: dict[int, Touch], site_url: str, api_root: str) -> list[dict[str, Any]]:
     """The event rows for the touched posts: two queries (posts with their category and author,
     tag links with their slugs), a third only when a post left a category, author or tag."""
     ids = sorted(touched)
@@ -166,7 +169,7 @@ def _events(conn: Any, touched: dict[int, Touch], site_url: str) -> list[dict[st
             post.update(
                 slug=row.slug,
                 title=row.title,
-                url=f"{site_url}/posts/{row.slug}",
+                url=f"{site_url}/posts/{row.slug}" if site_url else f"{api_root}{POSTS_PATH}{post_id}",
                 published_at=row.published_at,
                 updated_at=row.updated_at,
                 category=row.category,

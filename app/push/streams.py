@@ -24,7 +24,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import orjson
@@ -33,6 +33,7 @@ import redis
 from app.cache.keys import PREFIX
 from app.cache.store import CircuitBreaker
 from app.push.hub import Event, Hub, redis_client
+from app.urls import JSON_ROOT_URL
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +133,22 @@ def _reset(hub: Hub, head: int, reason: str) -> bytes:
 
 
 def event_stream(
-    hub: Hub, scope: str, position: int | None, heartbeat: float, retry_ms: int, on_close: Any
+    hub: Hub, scope: str, position: int | None, heartbeat: float, retry_ms: int, on_close: Any, root: bytes = b""
 ) -> Iterator[bytes]:
-    """The stream's bytes (see the module docstring). `on_close` runs however it ends."""
+    """The stream's bytes (see the module docstring). `on_close` runs however it ends; `root`
+    (JSON-escaped) replaces the ROOT_URL placeholder in post URLs (app/push/events.py)."""
+    placeholder = JSON_ROOT_URL[1:]  # inside the string, without its opening quote
+    inner = _event_stream(hub, scope, position, heartbeat, retry_ms, on_close)
+    try:
+        for chunk in inner:
+            yield chunk.replace(placeholder, root) if root and placeholder in chunk else chunk
+    finally:
+        inner.close()  # its own finally (on_close) runs now, not when it is collected
+
+
+def _event_stream(
+    hub: Hub, scope: str, position: int | None, heartbeat: float, retry_ms: int, on_close: Any
+) -> Generator[bytes, None, None]:
     try:
         cursor = hub.last if position is None else position
         opening = f"retry: {retry_ms}\n: readwire stream {scope}\n"

@@ -71,7 +71,11 @@ class FieldSet(fields.Field):
 
 def sparse(known: Sequence[str]) -> dict[str, fields.Field]:
     """The `fields` parameter, for Meta.include (a field named `fields` cannot be a class attribute)."""
-    return {"fields": FieldSet(known, metadata={"description": "Comma-separated fields to return."})}
+    description = (
+        "Return only these fields, comma-separated (`fields=id,title`), in response order; `author`, "
+        "`category` and `tags` are whole fields. Unknown names are a 400 naming them."
+    )
+    return {"fields": FieldSet(known, metadata={"description": description})}
 
 
 class StrictQuery(Schema):

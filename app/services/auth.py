@@ -32,7 +32,7 @@ class AccountError(ValueError):
     """A username or password that cannot be used for an account (message is user-facing)."""
 
 
-def _find(username: str) -> Author | None:
+def find_author(username: str) -> Author | None:
     return db.session.execute(select(Author).where(Author.username == username)).scalar_one_or_none()
 
 
@@ -45,7 +45,7 @@ def create_author(username: str, display_name: str, password: str | None = None,
     """A new author (optionally able to sign in); committed."""
     if not USERNAME_PATTERN.match(username):
         raise AccountError("Usernames are 1 to 40 lowercase letters, digits or underscores.")
-    if _find(username) is not None:
+    if find_author(username) is not None:
         raise AccountError(f"The username '{username}' is taken.")
     if password is not None:
         _check_password(password)
@@ -66,7 +66,7 @@ def make_editor(username: str, password: str, display_name: str | None = None) -
     Returns the author and whether it was created.
     """
     _check_password(password)
-    author = _find(username)
+    author = find_author(username)
     if author is None:
         return create_author(username, display_name or username, password, role="editor"), True
     author.role = "editor"
@@ -88,7 +88,7 @@ def _access_token(author: Author) -> dict[str, Any]:
 
 def sign_in(username: str, password: str) -> dict[str, Any] | None:
     """Access and refresh tokens for valid credentials, else None (whichever part was wrong)."""
-    author = _find(username)
+    author = find_author(username)
     if author is None or author.password_hash is None:
         check_password_hash(_DUMMY_HASH, password)  # same cost as a real check
         return None

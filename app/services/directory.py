@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Select, bindparam, select
 
 from app.exceptions import NotFound
 from app.extensions import db
 from app.models import Author, Category, Tag
+from app.pagination import BOTTOM, Cursor, Direction, Page, page_rows
+from app.services.items import author_item
 
 _CATEGORY_ID = select(Category.id).where(Category.slug == bindparam("key"))
 _TAG_ID = select(Tag.id).where(Tag.slug == bindparam("key"))
@@ -85,3 +88,24 @@ def get_author(username: str) -> dict[str, Any]:
         "created_at": created_at,
         "post_count": post_count,
     }
+
+
+@cache
+def _authors_statement(direction: Direction) -> Select[*tuple[Any, ...]]:
+    """Authors by id, ascending (`next`) or descending from a position (`prev`), off the primary key."""
+    stmt = select(Author.id, Author.username, Author.display_name, Author.avatar_url)
+    if direction == "next":
+        stmt = stmt.where(Author.id > bindparam("item_id")).order_by(Author.id.asc())
+    else:
+        stmt = stmt.where(Author.id < bindparam("item_id")).order_by(Author.id.desc())
+    return stmt.limit(bindparam("row_limit"))
+
+
+def authors_page(after: Cursor | None, limit: int) -> Page:
+    """One page of authors in id order (ids never change and new accounts join at the end, so a
+    walk neither skips nor repeats anyone; the cursor's position part is unused, fixed at BOTTOM)."""
+    direction = after.direction if after else "next"
+    params = {"item_id": after.id if after else BOTTOM[1], "row_limit": limit + 1}
+    rows, has_more = page_rows(db.session.execute(_authors_statement(direction), params), limit, direction)
+    items = [author_item(*row) for row in rows]
+    return Page(items, has_more, direction, "id", positions=[(BOTTOM[0], item["id"]) for item in items])

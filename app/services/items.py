@@ -3,8 +3,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+
+from flask import current_app
+
+from app.urls import POSTS_PATH, ROOT_URL
+
+UrlOf = Callable[[int, str], str]  # (post id, slug) -> the post's `url`
+
+
+def post_urls() -> UrlOf:
+    """How this app spells a post's `url`, always absolute (as careful public APIs and the
+    contract's Link headers do): `<PUBLIC_SITE_URL>/posts/<slug>` when the deployment has a web
+    site, else the API's own `/api/v1/posts/<id>` under PUBLIC_BASE_URL, else under ROOT_URL
+    (the request's host, filled in per request by app/http/respond.py). Read once per page."""
+    config = current_app.config
+    site = config["PUBLIC_SITE_URL"]
+    if site:
+        return lambda post_id, slug: f"{site}/posts/{slug}"
+    root = (config["PUBLIC_BASE_URL"] or ROOT_URL) + POSTS_PATH
+    return lambda post_id, slug: f"{root}{post_id}"
 
 
 def author_item(author_id: int, username: str, display_name: str, avatar_url: str | None) -> dict[str, Any]:
@@ -12,15 +32,16 @@ def author_item(author_id: int, username: str, display_name: str, avatar_url: st
     return {"id": author_id, "username": username, "display_name": display_name, "avatar_url": avatar_url}
 
 
-def post_item(row: Any, site_url: str, body: str | None = None) -> dict[str, Any]:
-    """A post from a row of app/services/posts.py:LIST_COLUMNS; `body` only on the detail view."""
+def post_item(row: Any, url_of: UrlOf, body: str | None = None) -> dict[str, Any]:
+    """A post from a row of app/services/posts.py:LIST_COLUMNS; `body` on the detail view (and
+    for the syndication feeds, which carry it as their content)."""
     (pid, slug, title, summary, published_at, updated_at, comment_count,
      aid, username, display_name, avatar_url, cid, cslug, cname) = tuple(row)[:14]  # fmt: skip
     item: dict[str, Any] = {"id": pid, "slug": slug, "title": title, "summary": summary}
     if body is not None:
         item["body"] = body
     item.update(
-        url=f"{site_url}/posts/{slug}",
+        url=url_of(pid, slug),
         published_at=published_at,
         updated_at=updated_at,
         author=author_item(aid, username, display_name, avatar_url),

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 
-from flask import current_app
 from sqlalchemy import Row, Select, bindparam, select, tuple_
 
 from app.exceptions import NotFound
@@ -22,7 +21,7 @@ from app.models import Author, Category, Post, PostTag, Tag
 from app.models.types import MAX_ID
 from app.pagination import TOP, Cursor, Page, page_rows
 from app.services import directory
-from app.services.items import post_item
+from app.services.items import post_item, post_urls
 
 ScopeKind = Literal["all", "category", "tag", "author"]
 
@@ -60,16 +59,18 @@ def with_joins(stmt: Select[*tuple[Any, ...]]) -> Select[*tuple[Any, ...]]:
 
 
 @cache
-def _feed_statement(kind: ScopeKind, direction: str) -> Select[*tuple[Any, ...]]:
-    """The page statement for one scope kind and walk direction (built once, then reused)."""
+def _feed_statement(kind: ScopeKind, direction: str, with_body: bool = False) -> Select[*tuple[Any, ...]]:
+    """The page statement for one scope kind and walk direction (built once, then reused);
+    `with_body` adds the post body (the syndication feeds carry it as their content)."""
     position = tuple_(bindparam("position", type_=Post.published_at.type), bindparam("item_id", type_=Post.id.type))
+    columns = (*LIST_COLUMNS, Post.body) if with_body else LIST_COLUMNS
     if kind == "tag":
         key = (PostTag.published_at, PostTag.post_id)
-        stmt = with_joins(select(*LIST_COLUMNS).select_from(PostTag).join(Post, Post.id == PostTag.post_id))
+        stmt = with_joins(select(*columns).select_from(PostTag).join(Post, Post.id == PostTag.post_id))
         stmt = stmt.where(PostTag.tag_id == bindparam("scope_id"), PostTag.published_at.is_not(None), Post.visible)
     else:
         key = (Post.published_at, Post.id)
-        stmt = with_joins(select(*LIST_COLUMNS).select_from(Post)).where(Post.visible)
+        stmt = with_joins(select(*columns).select_from(Post)).where(Post.visible)
         if kind == "category":
             stmt = stmt.where(Post.category_id == bindparam("scope_id"))
         elif kind == "author":
@@ -98,19 +99,24 @@ def attach_tags(items: Sequence[dict[str, Any]]) -> None:
         by_id[post_id]["tags"].append({"id": tag_id, "slug": slug, "name": name})
 
 
-def feed_page(scope: FeedScope, after: Cursor | None, limit: int) -> Page:
-    """One page of a feed, newest first, in (published_at DESC, id DESC) order."""
+def feed_page(scope: FeedScope, after: Cursor | None, limit: int, with_body: bool = False) -> Page:
+    """One page of a feed, newest first, in (published_at DESC, id DESC) order (items with
+    their `body` when asked: same statements, one more column)."""
     direction = after.direction if after else "next"
     position, item_id = (after.position, after.id) if after else TOP
     params = {"position": position, "item_id": item_id, "row_limit": limit + 1, "scope_id": scope.id}
-    rows, has_more = page_rows(db.session.execute(_feed_statement(scope.kind, direction), params), limit, direction)
-    return Page(list_items(rows), has_more, direction, "published_at")
+    statement = _feed_statement(scope.kind, direction, with_body)
+    rows, has_more = page_rows(db.session.execute(statement, params), limit, direction)
+    return Page(list_items(rows, with_body), has_more, direction, "published_at")
 
 
-def list_items(rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
+def list_items(rows: Sequence[Row[Any]], with_body: bool = False) -> list[dict[str, Any]]:
     """List-view post dicts for page rows, with their tags (one statement for the page)."""
-    site_url = current_app.config["SITE_URL"]
-    items = [post_item(row, site_url) for row in rows]
+    url_of = post_urls()
+    if with_body:  # the body is the column after LIST_COLUMNS
+        items = [post_item(row, url_of, body=tuple(row)[14]) for row in rows]
+    else:
+        items = [post_item(row, url_of) for row in rows]
     attach_tags(items)
     return items
 
@@ -129,15 +135,15 @@ def get_post(post_id: int, *, hidden: bool = False) -> dict[str, Any]:
     row = db.session.execute(statement, {"post_id": post_id}).first() if post_id <= MAX_ID else None
     if row is None:
         raise NotFound(f"No published post with id {post_id}.")
-    item = post_item(row, current_app.config["SITE_URL"], body=row[14])
+    item = post_item(row, post_urls(), body=row[14])
     attach_tags([item])
     return item
 
 
 def get_posts(ids: list[int]) -> list[dict[str, Any]]:
     """Visible posts among `ids`, in the order asked; missing or hidden ids are left out."""
-    site_url = current_app.config["SITE_URL"]
-    found = {row[0]: post_item(row, site_url) for row in db.session.execute(_POSTS_BY_IDS, {"post_ids": ids})}
+    url_of = post_urls()
+    found = {row[0]: post_item(row, url_of) for row in db.session.execute(_POSTS_BY_IDS, {"post_ids": ids})}
     items = [found[i] for i in ids if i in found]
     attach_tags(items)
     return items

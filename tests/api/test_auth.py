@@ -167,11 +167,27 @@ def test_create_editor_promotes_an_existing_author(app: Flask, client: FlaskClie
     assert decode_token(sign_in(client, seeded.username)["access_token"])["role"] == "editor"
 
 
+def test_create_editor_reads_one_piped_line_or_the_environment(
+    app: Flask, client: FlaskClient, cheap_hashes: None
+) -> None:
+    """`echo pw | make editor NAME=x` (README): one line is the password, not asked twice (which
+    printed Aborted! when piped); EDITOR_PASSWORD wins over stdin."""
+    runner = app.test_cli_runner()
+    piped = runner.invoke(args=["create-editor", "piped_editor"], input=f"{PASSWORD}\n")
+    assert piped.exit_code == 0 and "Aborted" not in piped.output, piped.output
+    from_env = runner.invoke(
+        args=["create-editor", "env_editor"], input="ignored-line\n", env={"EDITOR_PASSWORD": PASSWORD}
+    )
+    assert from_env.exit_code == 0, from_env.output
+    for username in ("piped_editor", "env_editor"):
+        assert can_write(client, sign_in(client, username)["access_token"])
+
+
 @pytest.mark.parametrize(
     ("username", "typed"),
     [
         ("short_pw", "short\nshort\n"),
-        ("mismatch", f"{PASSWORD}\nsomething else\n"),
+        ("nothing_piped", "\n"),
         ("Bad Name!", f"{PASSWORD}\n{PASSWORD}\n"),
     ],
 )

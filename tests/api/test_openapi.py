@@ -4,6 +4,7 @@ served once-built with an ETag; and the API does what it says, checked by schema
 from __future__ import annotations
 
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +46,11 @@ def test_document_is_valid_openapi_3_1(app: Flask, client: FlaskClient) -> None:
 
 def undocumented(url_map: Any, document: dict[str, Any]) -> list[str]:
     """Every (method, route) of the URL map the document has no operation for; HEAD is GET's,
-    OPTIONS is documented (as the CORS preflight) under /api/v1 only."""
+    and CORS preflights (OPTIONS) are described once, in the document's description."""
     missing = []
     for rule in url_map.iter_rules():
         documented = document["paths"].get(openapi_path(rule), {})
         expected = set(rule.methods or ()) - {"HEAD", "OPTIONS"}
-        if rule.rule.startswith("/api/v1/"):
-            expected.add("OPTIONS")
         missing += [f"{method} {rule.rule}" for method in sorted(expected) if method.lower() not in documented]
     return missing
 
@@ -70,7 +69,7 @@ def test_a_route_added_without_a_description_is_caught(app: Flask) -> None:
     probe.url_map.add(Rule("/api/v1/undocumented", endpoint="nowhere.undocumented", methods=["GET"]))
     probe.url_map.add(Rule("/api/v1/feed", endpoint="nowhere.feed_put", methods=["PUT"]))
     missing = undocumented(probe.url_map, build_document(probe))
-    assert missing == ["GET /api/v1/undocumented", "OPTIONS /api/v1/undocumented", "PUT /api/v1/feed"]
+    assert missing == ["GET /api/v1/undocumented", "PUT /api/v1/feed"]
 
 
 def test_every_documented_operation_exists(app: Flask, document: dict[str, Any]) -> None:
@@ -88,7 +87,7 @@ def test_document_covers_headers_errors_and_codes(document: dict[str, Any]) -> N
     components = document["components"]
     for header in ("ETag", "Last-Modified", "Cache-Control", "Link", "X-Request-ID", "RateLimit", "RateLimit-Policy",
                    "Retry-After", "Access-Control-Allow-Origin", "Age"):  # fmt: skip
-        assert header in components["headers"]
+        assert header in components["headers"] or f"{header}.required" in components["headers"], header
     assert set(components["schemas"]["Problem"]["properties"]["code"]["enum"]) == set(PROBLEM_CODES)
     feed = document["paths"]["/api/v1/feed"]["get"]
     assert {"200", "304", "400", "503"} <= set(feed["responses"])
@@ -101,8 +100,48 @@ def test_document_covers_headers_errors_and_codes(document: dict[str, Any]) -> N
         "RateLimit" in create["responses"]["429"]["headers"] and "Retry-After" in create["responses"]["429"]["headers"]
     )
     assert create["security"] == [{"bearer": []}]
+    assert feed["security"] == []  # anonymous, said explicitly (Redocly's security-defined)
     assert create["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/PostCreate")
     assert components["schemas"]["PostCreate"]["additionalProperties"] is False
+
+
+def test_document_reads_well(document: dict[str, Any]) -> None:
+    """What the reference page shows: tags in reading order, one servers entry (try-it goes to
+    the serving host), no per-path preflights, comma-separated lists as arrays (not a regex)."""
+    assert [tag["name"] for tag in document["tags"]][:3] == ["Feeds", "Posts", "Directory"]
+    names = [tag["name"] for tag in document["tags"]]
+    assert names.index("Auth") > names.index("Syndication") and all(tag["description"] for tag in document["tags"])
+    assert document["servers"] == [{"url": "/", "description": "The host serving this document"}]
+    assert not [path for path, item in document["paths"].items() if "options" in item]
+    assert "preflight" in document["info"]["description"]
+    fields = next(p for p in document["paths"]["/api/v1/feed"]["get"]["parameters"] if p.get("name") == "fields")
+    assert (fields["style"], fields["explode"], fields["schema"]["type"]) == ("form", False, "array")
+    assert "title" in fields["schema"]["items"]["enum"] and "pattern" not in fields["schema"]
+    ids = next(p for p in document["paths"]["/api/v1/posts"]["get"]["parameters"] if p.get("name") == "ids")
+    assert (ids["style"], ids["explode"], ids["schema"]["maxItems"]) == ("form", False, 100)
+
+
+def test_every_operation_shows_a_recorded_answer(document: dict[str, Any]) -> None:
+    """Each operation's success answer carries an example recorded from the seeded app
+    (scripts/openapi.py examples; Redocly checks each against its schema in make lint), and so
+    does every error a client can provoke with the request alone (400, 401, 403, 404, 422)."""
+    missing = []
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method == "parameters" or operation["operationId"] in {"docs_openapi", "docs_reference"}:
+                continue  # the document itself, and the page rendering it
+            for status, response in operation["responses"].items():
+                provokable = status.startswith("2") or status in {"400", "401", "403", "404", "422"}
+                if not provokable or (operation["operationId"] == "metrics" and status == "404"):
+                    continue  # 304 has no body; 429/503 and the edge's 404 need the server's state
+                for media_type, content in response.get("content", {}).items():
+                    if "example" not in content:
+                        missing.append(f"{method.upper()} {path} {status} {media_type}")
+            if "requestBody" in operation and "example" not in operation["requestBody"]["content"]["application/json"]:
+                missing.append(f"{method.upper()} {path} request body")
+    assert not missing, "answers without a recorded example (run: python scripts/openapi.py examples):\n" + "\n".join(
+        missing
+    )
 
 
 def test_every_problem_code_in_the_code_is_in_the_enum() -> None:
@@ -146,26 +185,36 @@ def test_document_is_built_once_and_revalidates(
 
 
 def test_reference_page_is_self_contained(client: FlaskClient) -> None:
+    """Swagger UI inlined from the pinned swagger-ui-py package: no element loads anything, and
+    the only URL the page's own script names is the document next to it.
+    (tests/live/test_docs_browser.py renders it in Chromium.)"""
     response = client.get("/api/v1/docs")
     assert response.status_code == 200 and response.mimetype == "text/html"
     page = response.get_data(as_text=True)
-    assert 'fetch("openapi.json"' in page
-    assert not re.search(r"<(script|link|img)[^>]+(src|href)=", page), "the page must not load anything external"
-    assert "innerHTML" not in page  # built with the DOM API: document text is never parsed as HTML
+    loads: list[tuple[str, str]] = []
+
+    class Loads(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            loads.extend((tag, value or "") for name, value in attrs if name in {"src", "href"})
+
+    Loads().feed(page)
+    assert loads == [], "the page must not load anything (no CDN, no external file)"
+    assert 'url: "openapi.json"' in page and "SwaggerUIBundle" in page and "validatorUrl: null" in page
+    assert "sourceMappingURL" not in page
     assert client.get("/api/v1/docs", headers={"If-None-Match": response.headers["ETag"]}).status_code == 304
 
 
 # --- schemathesis ---------------------------------------------------------------------------
-# Reads (GET) and CORS preflights (OPTIONS) are fuzzed, with valid and invalid inputs: every
+# Reads (GET) are fuzzed, with valid and invalid inputs: every
 # answer must be a documented status with a documented content type, headers and body, never a
 # 5xx. Writes are left out: whether a schema-valid body is accepted depends on database state
 # (the category and tags must exist, the post must be the caller's), so random bodies are 422
 # by design; tests/api/test_writes.py covers them, and test_write_answers_match_the_document
 # below checks their answers against the document.
 FUZZ = schemathesis.Config.from_dict({"generation": {"allow-x00": True, "codec": "ascii"}})
-# Examples per operation and mode (~5 s in all): reads get the budget; a preflight is one code
-# path whatever the path, so a few each.
-EXAMPLES = {"GET": 8, "OPTIONS": 2}
+# Examples per operation and mode (~5 s in all). CORS preflights are not in the document (it
+# describes them once); tests/api/test_cors.py covers them.
+EXAMPLES = {"GET": 8}
 
 
 def without_cursor(case: Any) -> Any:
@@ -215,7 +264,8 @@ def test_reads_conform_to_the_document(app: Flask, client: FlaskClient) -> None:
             except (Exception, BaseExceptionGroup) as exc:  # every failing operation is reported
                 failures[f"{operation.label} ({mode.value})"] = str(exc)[:3000]
             fuzzed += 1
-    assert fuzzed >= 60, fuzzed  # every read and preflight positive, those with parameters negative too
+    reads = sum("get" in item for item in schema.raw_schema["paths"].values())
+    assert fuzzed > reads >= 25, (fuzzed, reads)  # every read positive, those with parameters negative too
     assert not failures, "\n\n".join(f"{label}:\n{text}" for label, text in failures.items())
 
 

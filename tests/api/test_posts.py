@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select, text
 
@@ -100,3 +101,34 @@ def test_timestamps_are_rfc3339_utc(client: FlaskClient) -> None:
     comment = get_ok(client, f"/api/v1/posts/{post.id}/comments?limit=1").get_json()["data"][0]
     parsed = datetime.strptime(comment["created_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     assert parsed.year > 2000
+
+
+def test_post_urls_are_absolute_for_the_requesting_host_from_one_cache_entry(
+    client: FlaskClient, statements: list[str]
+) -> None:
+    """A post's `url` is absolute like the Link headers (the contract), yet a cached page holds
+    no host: the second host is answered from the same entry, with its own root filled in."""
+    pages = ["/api/v1/feed?limit=3", "/api/v1/popular?limit=3"]
+    first = get_ok(client, pages[0]).get_json()["data"]
+    ids = ",".join(str(post["id"]) for post in first)
+    pages += [f"/api/v1/posts/{first[0]['id']}", f"/api/v1/posts?ids={ids}"]
+    for page in pages:
+        one = client.get(page, base_url="https://one.example")
+        statements.clear()
+        two = client.get(page, base_url="http://two.example:8080")
+        assert statements == [] and one.headers["ETag"] == two.headers["ETag"], page
+        for response, root in ((one, "https://one.example"), (two, "http://two.example:8080")):
+            body = response.get_json()
+            posts = body.get("data", [body])
+            assert posts and all(p["url"] == f"{root}/api/v1/posts/{p['id']}" for p in posts), page
+            assert b"\\u0000" not in response.data and b"one.example" not in two.data
+
+
+def test_post_urls_use_public_base_url_or_the_site(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = client.application.config
+    monkeypatch.setitem(config, "PUBLIC_BASE_URL", "https://api.readwire.example")
+    post = get_ok(client, "/api/v1/feed?limit=1").get_json()["data"][0]
+    assert post["url"] == f"https://api.readwire.example/api/v1/posts/{post['id']}"
+    monkeypatch.setitem(config, "PUBLIC_SITE_URL", "https://news.example.org")
+    detail = get_ok(client, f"/api/v1/posts/{post['id']}").get_json()
+    assert detail["url"] == f"https://news.example.org/posts/{detail['slug']}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+import fastfeedparser
 import feedparser
 import jsonschema_rs
 import pytest
@@ -14,6 +15,7 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import Post
+from app.syndication import body_html
 from tests.api.test_errors import assert_problem
 from tests.api.test_feeds import feed_cases, publish
 from tests.conftest import visible_post_ids
@@ -94,7 +96,7 @@ def test_atom_feeds_walk_every_visible_post_once_in_order(client: FlaskClient) -
         page = f"{url}.atom?limit=50"
         while page:
             parsed = atom(client, page)
-            seen += [int(entry.id.rsplit("-", 1)[1]) for entry in parsed.entries]  # seeded slugs end in the id
+            seen += [int(entry.id.rsplit("/", 1)[1]) for entry in parsed.entries]  # the API's post URL
             following = {link.rel: link.href for link in parsed.feed.links}.get("next")
             page = f"{urlsplit(following).path}?{urlsplit(following).query}" if following else ""
         assert seen == visible_post_ids(where), url
@@ -105,13 +107,20 @@ def test_atom_document_has_what_rfc_4287_requires(client: FlaskClient) -> None:
     feed = parsed.feed
     assert feed.id == "http://localhost/api/v1/feed.atom" and feed.title == "Readwire" and feed.updated
     rels = {(link.rel, link.type) for link in feed.links}
-    assert {("self", "application/atom+xml"), ("alternate", "text/html"), ("next", "application/atom+xml"),
-            ("previous", "application/atom+xml"), ("alternate", "application/feed+json")} <= rels  # fmt: skip
+    assert rels == {("self", "application/atom+xml"), ("alternate", "text/html"),  # feedparser's default type
+                    ("next", "application/atom+xml"), ("previous", "application/atom+xml")}  # fmt: skip
+    # The website a reader records: the API's JSON list of this feed (no PUBLIC_SITE_URL), never
+    # the .json syndication document (newsboat took that one when it was an alternate too).
+    assert feed.link == "http://localhost/api/v1/feed"
     first = client.get("/api/v1/feed?limit=3").get_json()["data"][0]
     entry = parsed.entries[0]
-    assert (entry.id, entry.title, entry.link) == (first["url"], first["title"], first["url"])
+    url = first["url"]  # absolute, like every URL the API gives
+    assert url == f"http://localhost/api/v1/posts/{first['id']}"
+    assert (entry.id, entry.title, entry.link) == (url, first["title"], url)
     assert entry.author == first["author"]["display_name"]
     assert entry.summary == first["summary"] and entry.published and entry.updated
+    body = client.get(first["url"]).get_json()["body"]
+    assert [(c.type, c.value) for c in entry.content] == [("text/html", body_html(body))]
     terms = [tag.term for tag in entry.tags]
     assert terms == [first["category"]["slug"], *(t["slug"] for t in first["tags"])]
 
@@ -120,13 +129,11 @@ def test_json_feed_items_carry_the_posts(client: FlaskClient) -> None:
     document = client.get("/api/v1/feed.json?limit=2").get_json()
     posts = client.get("/api/v1/feed?limit=2").get_json()["data"]
     assert document["title"] == "Readwire" and document["feed_url"] == "http://localhost/api/v1/feed.json"
+    assert document["home_page_url"] == "http://localhost/api/v1/feed"
     for item, post in zip(document["items"], posts, strict=True):
-        assert (item["id"], item["url"], item["title"], item["summary"]) == (
-            post["url"],
-            post["url"],
-            post["title"],
-            post["summary"],
-        )
+        url = post["url"]
+        assert (item["id"], item["url"], item["title"], item["summary"]) == (url, url, post["title"], post["summary"])
+        assert item["content_html"] == body_html(client.get(post["url"]).get_json()["body"])
         assert item["date_published"] == post["published_at"] and item["date_modified"] == post["updated_at"]
         assert item["authors"] == [{"name": post["author"]["display_name"], "avatar": post["author"]["avatar_url"]}]
         assert item["tags"] == [post["category"]["name"], *(t["name"] for t in post["tags"])]
@@ -147,12 +154,18 @@ def test_markup_and_control_characters_are_escaped(client: FlaskClient) -> None:
     hostile = 'Tom & Jerry <script>alert("x")</script> \x07bell \ud7ff'
     post = publish(summary="a < b && c > 'd'")
     db.session.get(Post, post.id).title = hostile
+    db.session.get(Post, post.id).body = f'{hostile}\n\n<img src=x onerror="alert(1)">\nline two'
     db.session.commit()
     parsed = atom(client, "/api/v1/feed.atom?limit=1")
     assert parsed.entries[0].title == hostile.replace("\x07", "\ufffd")
     assert parsed.entries[0].summary == "a < b && c > 'd'"
     assert b"<script>" not in client.get("/api/v1/feed.atom?limit=1").data
-    assert client.get("/api/v1/feed.json?limit=1").get_json()["items"][0]["title"] == hostile
+    # The body is plain text: in the HTML content every character of it is text, nothing markup.
+    content = parsed.entries[0].content[0].value
+    assert "<script>" not in content and "<img" not in content and "&lt;img src=x" in content
+    assert content.startswith("<p>Tom &amp; Jerry &lt;script&gt;") and "&gt;<br />line two</p>" in content
+    item = client.get("/api/v1/feed.json?limit=1").get_json()["items"][0]
+    assert item["title"] == hostile and "<img" not in item["content_html"]
 
 
 def test_urls_follow_the_request_host_from_one_cache_entry(client: FlaskClient, statements: list[str]) -> None:
@@ -218,3 +231,35 @@ def test_a_hidden_post_leaves_the_feeds_at_once(client: FlaskClient) -> None:
     top.status = "draft"
     db.session.commit()
     assert atom(client, "/api/v1/feed.atom?limit=1").entries[0].title != top.title
+
+
+def test_a_second_parser_reads_both_formats(client: FlaskClient) -> None:
+    """fastfeedparser (an independent implementation) sees the same entries, links and content."""
+    posts = client.get("/api/v1/tags/python/feed?limit=5").get_json()["data"]
+    assert posts, "the seed guarantees posts tagged python"
+    for fmt in ("atom", "json"):
+        parsed = fastfeedparser.parse(client.get(f"/api/v1/tags/python/feed.{fmt}?limit=5").data)
+        assert parsed["feed"]["link"] == "http://localhost/api/v1/tags/python/feed", fmt
+        assert [entry["link"] for entry in parsed["entries"]] == [p["url"] for p in posts]
+        for entry, post in zip(parsed["entries"], posts, strict=True):
+            assert entry["title"] == post["title"] and entry["author"] == post["author"]["display_name"]
+            html = entry["content"][0]["value"]
+            assert html.startswith("<p>") and html == body_html(client.get(post["url"]).get_json()["body"]), fmt
+
+
+def test_item_links_open_the_post(client: FlaskClient) -> None:
+    """Without PUBLIC_SITE_URL an item links to the API's own post: a reader can open it."""
+    entry = atom(client, "/api/v1/feed.atom?limit=1").entries[0]
+    response = client.get(urlsplit(entry.link).path)
+    assert response.status_code == 200 and response.get_json()["title"] == entry.title
+
+
+def test_public_site_url_names_the_site(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(client.application.config, "PUBLIC_SITE_URL", "https://news.example.org")
+    post = client.get("/api/v1/feed?limit=1").get_json()["data"][0]
+    assert post["url"] == f"https://news.example.org/posts/{post['slug']}"
+    parsed = atom(client, "/api/v1/feed.atom?limit=1")
+    assert parsed.feed.link == "https://news.example.org"
+    assert (parsed.entries[0].link, parsed.entries[0].links[0].type) == (post["url"], "text/html")
+    document = client.get("/api/v1/feed.json?limit=1").get_json()
+    assert (document["home_page_url"], document["items"][0]["url"]) == ("https://news.example.org", post["url"])

@@ -481,3 +481,15 @@ def test_counters_and_copies_equal_recounts_after_a_sequence_of_writes(  # type:
     assert feed_ids(client, "/api/v1/feed")[:2] == [b["id"], c["id"]]  # c kept its first published_at
     author = get_ok(client, f"/api/v1/authors/{editor.username}").get_json()
     assert author["post_count"] == 2
+
+
+def test_a_written_post_has_its_absolute_url(
+    client: FlaskClient, editor: Account, taxonomy: dict[str, list[str]]
+) -> None:
+    """The write's answer is not cached, yet spells `url` as every read does: for this host."""
+    response = client.post(
+        "/api/v1/posts", json=new_post(taxonomy), headers=editor.headers, base_url="https://w.example"
+    )
+    assert response.status_code == 201, response.data
+    post = response.get_json()
+    assert post["url"] == f"https://w.example/api/v1/posts/{post['id']}" and b"\\u0000" not in response.data

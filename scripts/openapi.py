@@ -76,6 +76,20 @@ class Recorder:
             entry["responses"][str(status)] = {response.mimetype: value}
         return json.loads(response.data) if response.is_json else None
 
+    def stream(self, operation: str, path: str, parameters: dict[str, Any] | None = None) -> None:
+        """An event stream never ends: its example is what it sends at once (retry, comment, id)."""
+        response = self.client.get(path, base_url=BASE_URL, buffered=False)
+        if response.status_code != 200:
+            raise SystemExit(f"GET {path}: expected 200, got {response.status_code}")
+        try:
+            opening = next(iter(response.response))
+        finally:
+            response.close()
+        entry = self.operations.setdefault(operation, {"parameters": {}, "responses": {}})
+        entry["parameters"].update(parameters or {})
+        text = opening.decode() if isinstance(opening, bytes) else opening
+        entry["responses"]["200"] = {response.mimetype: text}
+
 
 def record(recorder: Recorder) -> None:
     from app.seed import DEMO_EDITOR, DEMO_EDITOR_PASSWORD
@@ -171,6 +185,15 @@ def record(recorder: Recorder) -> None:
     call("writes_delete_post", "DELETE", mine, status=204, token=token, parameters=ids_mine)
     call("writes_delete_post", "DELETE", mine, status=404, token=token)
     call("writes_delete_post", "DELETE", mine, status=401)
+
+    recorder.stream("streams_global_stream", "/api/v1/stream")
+    call("streams_global_stream", "GET", "/api/v1/stream?since=1", status=400)
+    for kind, (name, value, path) in scoped.items():
+        stream_path = path.rpartition("/")[0] + "/stream"
+        recorder.stream(f"streams_{kind}_stream", stream_path, parameters={name: value})
+        missing = stream_path.replace(value, "no_such_author" if kind == "author" else f"no-such-{kind}")
+        call(f"streams_{kind}_stream", "GET", missing, status=404)
+        call(f"streams_{kind}_stream", "GET", f"{stream_path}?since=1", status=400)
 
     call("health_healthz", "GET", "/healthz", status=200)
     call("health_readyz", "GET", "/readyz", status=200)

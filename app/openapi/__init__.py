@@ -79,6 +79,7 @@ TAGS = [
     {"name": "Posts", "description": "One post with its body, posts by id, and a post's comments."},
     {"name": "Directory", "description": "Categories, tags and authors: the names the feeds are scoped by."},
     {"name": "Syndication", "description": "The feeds as JSON Feed 1.1 and Atom 1.0, for feed readers."},
+    {"name": "Streams", "description": "Server-Sent Events: post changes pushed as they commit, resumable."},
     {"name": "Writes", "description": "Create, edit, publish, unpublish and delete posts; comment (signed in)."},
     {"name": "Auth", "description": "Sign in for a bearer token (editors and authors with a password)."},
     {"name": "Documentation", "description": "This document and the page rendering it."},

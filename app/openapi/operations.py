@@ -300,6 +300,7 @@ def _stream(scope: str, missing: str | None = None) -> dict[str, Any]:
         "summary": f"Live post changes{scope}",
         "description": _STREAM_DESCRIPTION,
         "tags": ["Streams"],
+        "security": [],  # anonymous
         "parameters": [
             {
                 "in": "header",

@@ -52,6 +52,33 @@ def test_create_update_delete_are_pushed_with_signed_increasing_ids(make_app: Ca
         scoped.close()
 
 
+def test_a_pushed_post_url_is_spelled_as_the_api_spells_it_for_each_stream(make_app: Callable[..., Flask]) -> None:
+    """The event row is written once; each stream gets the url with its own request's root, the
+    same absolute url GET /api/v1/posts/{id} answers there (app/services/items.py:post_urls)."""
+    app = make_app()
+    author, category = an_author(app), a_category(app)
+    here = open_stream(app, STREAM, {"Host": "api.example.test"})
+    there = open_stream(app, STREAM, {"Host": "mirror.example.test:8443"})
+    try:
+        post_id = create(app, author, "Spelled", category)
+        for stream, root in ((here, "http://api.example.test"), (there, "http://mirror.example.test:8443")):
+            url = json.loads(stream.next_event().data)["post"]["url"]
+            assert url == f"{root}/api/v1/posts/{post_id}"
+            detail = app.test_client().get(f"/api/v1/posts/{post_id}", headers={"Host": root.split("//")[1]})
+            assert detail.get_json()["url"] == url
+    finally:
+        here.close()
+        there.close()
+    site = make_app(PUBLIC_SITE_URL="https://www.example.test")
+    stream = open_stream(site, STREAM)
+    try:
+        post_id = create(site, author, "On the site", category)
+        post = json.loads(stream.next_event().data)["post"]
+        assert post["url"] == f"https://www.example.test/posts/{post['slug']}"
+    finally:
+        stream.close()
+
+
 def test_a_rolled_back_write_and_a_draft_push_nothing(make_app: Callable[..., Flask]) -> None:
     app = make_app()
     author, category = an_author(app), a_category(app)

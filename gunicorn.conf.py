@@ -64,8 +64,9 @@ max_requests_jitter = max_requests // 10
 # Never preload with gevent: the app (psycopg, redis, ssl users) would be imported in the master
 # before any monkey-patching, and its pools shared across fork. on_starting() refuses it.
 preload_app = False
-# X-Forwarded-* are trusted from these proxies only (Nginx: loopback locally, the compose network).
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1"
+# X-Forwarded-* are trusted from these proxies only: the app's TRUSTED_PROXIES (stack.env; Nginx:
+# loopback locally, its fixed address in docker-compose.yml) unless FORWARDED_ALLOW_IPS says otherwise.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or os.environ.get("TRUSTED_PROXIES") or "127.0.0.1,::1"
 proc_name = os.environ.get("GUNICORN_PROC_NAME") or "readwire"
 pidfile = os.environ.get("GUNICORN_PIDFILE") or None
 # gunicorn >= 25 opens a control socket at one fixed per-user path; several instances on one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
@@ -35,6 +36,11 @@ def _flag(name: str, default: bool) -> bool:
 
 def _list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """`127.0.0.1, 10.0.0.0/8` -> networks (a bare address is a /32 or /128)."""
+    return tuple(ipaddress.ip_network(item, strict=False) for item in _list(value))
 
 
 def _quota(value: str) -> tuple[int, int]:
@@ -193,8 +199,12 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         # leaked token) must not be able to keep the cache cold.
         "RATELIMIT_WRITE": _quota(env.get("RATELIMIT_WRITE", "60/60")),
         # Client address for per-address limits: the Nth address from the right of X-Forwarded-For
-        # when N trusted proxies (Nginx = 1) append to it; 0 = the socket peer.
+        # when N trusted proxies (Nginx = 1) append to it; 0 = the socket peer ...
         "TRUSTED_PROXY_HOPS": _int("TRUSTED_PROXY_HOPS", 0),
+        # ... and only when the socket peer is one of these proxies (addresses or CIDRs, comma-
+        # separated; empty = none): anyone else reaching the app directly is known by its peer
+        # address, whatever X-Forwarded-For it sends.
+        "TRUSTED_PROXIES": _networks(env.get("TRUSTED_PROXIES", "")),
         "EMBEDDED": embedded,
         # JWTs (writes only). A separate JWT_SECRET_KEY lets tokens be rotated (everyone signed
         # out) without also invalidating every cursor signed with SECRET_KEY.

@@ -71,7 +71,12 @@ def test_docker_compose_config_is_valid_and_matches_the_template() -> None:
     file_settings = read_env_file()
     for name in ("app", "migrate"):
         environment = services[name]["environment"]
-        assert all(str(environment[key]) == value for key, value in file_settings.items()), name
+        kept = {key: value for key, value in file_settings.items() if name != "app" or key != "TRUSTED_PROXIES"}
+        assert all(str(environment[key]) == value for key, value in kept.items()), name
+    # ...except the trusted proxy: in containers, the Nginx service's fixed address.
+    edge = services["nginx"]["networks"]["default"]["ipv4_address"]
+    assert services["app"]["environment"]["TRUSTED_PROXIES"] == edge
+    assert "FORWARDED_ALLOW_IPS" not in services["app"]["environment"]  # it follows TRUSTED_PROXIES
     # ...and Nginx renders the same template with a value for every placeholder.
     nginx = services["nginx"]
     assert any(

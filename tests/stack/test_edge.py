@@ -155,3 +155,20 @@ def test_cosmetic_cursor_edits_are_400_at_the_edge_not_cache_misses(stack: Stack
         assert response.headers["Content-Type"] == "application/problem+json"
         assert response.json()["code"] == "invalid_cursor"
         assert response.headers["X-Cache-Status"] in {"MISS", "EXPIRED"}  # asked once, never stored as a page
+
+
+def test_forwarded_for_from_a_peer_that_is_not_a_trusted_proxy_is_ignored(stack: StackInfo) -> None:
+    """On gunicorn's port, a client that is not Nginx cannot pick its address with X-Forwarded-For:
+    its sign-in tries all count against its own address (10 a minute) whatever header it sends."""
+    port = stack.port("app")
+    attempt = {"username": "nobody", "password": "wrong"}
+    for source in ("127.0.0.6", "127.0.0.7"):  # the second only if a fixed window ended mid-burst
+        answers = [
+            request(port, "/api/v1/auth/token", "POST", body=attempt, source=source,
+                    headers={"X-Forwarded-For": f"198.51.100.{i}, 203.0.113.{i}"})
+            for i in range(11)
+        ]  # fmt: skip
+        if answers[10].status == 429:
+            break
+    assert [a.status for a in answers[:10]] == [401] * 10
+    assert answers[10].status == 429 and answers[10].json()["code"] == "rate_limited"

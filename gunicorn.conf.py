@@ -118,6 +118,45 @@ if _access == "json":
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL") or "info"
 
+# --- gunicorn's own errors --------------------------------------------------------------------
+# Requests gunicorn refuses before the app sees them (malformed request line or headers, header
+# limits, chunk framing, an unsupported Transfer-Encoding) are answered as problem+json, like
+# every other error (installed in each worker by post_worker_init). The detail never echoes the
+# request: gunicorn's own message quotes what the client sent.
+_GUNICORN_PROBLEMS = {
+    400: ("bad_request", "Bad request", "The request is not valid HTTP/1.1 (request line, headers or body framing)."),
+    403: ("forbidden", "Forbidden", "This request is not accepted from this peer."),
+    414: ("uri_too_long", "URI too long", "The request line is longer than this server accepts."),
+    417: ("bad_request", "Expectation failed", "This server does not meet the request's Expect header."),
+    431: ("header_too_large", "Request header fields too large", "The request headers exceed this server's limits."),
+    500: ("internal_error", "Internal server error", "The server failed to answer this request."),
+    501: ("not_implemented", "Not implemented", "This server does not support the request's Transfer-Encoding."),
+}
+
+
+def problem_error_page(status: int, reason: str) -> bytes:
+    """The whole HTTP response gunicorn sends for a request it refuses, as problem+json."""
+    code, title, detail = _GUNICORN_PROBLEMS.get(
+        status, ("internal_error" if status >= 500 else "bad_request", reason, reason)
+    )
+    body = json.dumps(
+        {"type": f"/problems/{code}", "title": title, "status": status, "detail": detail, "code": code},
+        separators=(",", ":"),
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/problem+json\r\n"
+        f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+def write_problem(sock: Any, status: int, reason: str, message: str) -> None:
+    """gunicorn.util.write_error's signature (see app/compat.gunicorn_error_writer)."""
+    from gunicorn import util
+
+    util.write_nonblock(sock, problem_error_page(status, reason))
+
+
 # Modules that must be imported only after gevent has patched the worker.
 _LATE_MODULES = ("psycopg", "redis", "sqlalchemy", "app")
 
@@ -221,9 +260,13 @@ def ensure_cooperative_psycopg(log: Any) -> str:
 
 
 def post_worker_init(worker: Any) -> None:
-    """Worker, app loaded: check the wait path, then start the outbox drain greenlet."""
+    """Worker, app loaded: check the wait path, answer gunicorn's own refusals as problem+json,
+    then start the outbox drain greenlet."""
     wait = ensure_cooperative_psycopg(worker.log)
     worker.log.info("worker %s: psycopg wait=%s", worker.pid, wait)
+    from app.compat import gunicorn_error_writer
+
+    gunicorn_error_writer(write_problem)
     app = worker.wsgi
     extensions = getattr(app, "extensions", None)
     if extensions is None:  # not a Flask app

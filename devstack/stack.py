@@ -402,14 +402,23 @@ class Stack:
             stop_group(pid, "redis-server", signal.SIGTERM, 10)
         if "postgres" in services:
             Postgres(self.root / "postgres", int(services["postgres"]["port"]), detached=True).stop()
-        leftovers = [
-            f"{name} pid {pid}"
-            for name, info in services.items()
-            for pid in ([info["pid"]] if alive(info.get("pid")) else []) + group_members(info.get("pid") or -1)
-        ]
-        if not leftovers:
+
+        def leftovers() -> list[str]:
+            return [
+                f"{name} pid {pid}"
+                for name, info in services.items()
+                for pid in sorted(
+                    {*([info["pid"]] if alive(info.get("pid")) else []), *group_members(info.get("pid") or -1)}
+                )
+            ]
+
+        # A stopped server's processes can take a moment to be gone on a busy machine (the postmaster
+        # exits after pg_ctl saw its pid file go): wait for them before calling any a leftover.
+        wait_until(lambda: not leftovers(), 15)
+        left = leftovers()
+        if not left:
             self.state_file.unlink(missing_ok=True)
-        return leftovers
+        return left
 
     def lines(self, state: dict[str, Any]) -> Iterator[str]:
         for name in SERVICES:

@@ -120,7 +120,7 @@ def token_author(identity: object) -> Author | None:
     author_id = author_id_of(identity)
     if author_id is None:
         return None
-    query = select(Author).where(Author.id == author_id).with_for_update(key_share=True)
+    query = select(Author).where(Author.id == author_id).with_for_update(read=True, key_share=True)
     return db.session.execute(query).scalar_one_or_none()
 
 

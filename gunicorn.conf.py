@@ -278,9 +278,13 @@ def post_worker_init(worker: Any) -> None:
 
         drain = invalidation.invalidator(app).drain_forever
         worker.outbox_drain = gevent.spawn(drain, app, OUTBOX_TICK, OUTBOX_SWEEP)
+        from app.services.idempotency import sweep_forever
+
+        worker.key_sweep = gevent.spawn(sweep_forever, app, float(app.config["IDEMPOTENCY_SWEEP_INTERVAL"]))
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    drain = getattr(worker, "outbox_drain", None)
-    if drain is not None:
-        drain.kill(block=False)
+    for name in ("outbox_drain", "key_sweep"):
+        loop = getattr(worker, name, None)
+        if loop is not None:
+            loop.kill(block=False)

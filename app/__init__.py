@@ -34,6 +34,9 @@ def register_extensions(app: Flask) -> None:
     cursors.init_app(app)
     limiter.init_app(app)
     jwt.init_app(app)
+    from app.services.idempotency import listen
+
+    listen()  # keyed writes record their answer in their own transaction
 
 
 def register_observability(app: Flask) -> None:

@@ -205,6 +205,12 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         # separated; empty = none): anyone else reaching the app directly is known by its peer
         # address, whatever X-Forwarded-For it sends.
         "TRUSTED_PROXIES": _networks(env.get("TRUSTED_PROXIES", "")),
+        # Idempotency-Key on POST /posts and POST comments (app/http/idempotency.py): the first
+        # answer of a key is replayed to its retries this long (the draft and Stripe: 24 h), then
+        # the key is free again; expired keys are swept every IDEMPOTENCY_SWEEP_INTERVAL s by each
+        # gunicorn worker (one DELETE on an index; `flask purge-idempotency-keys` does it by hand).
+        "IDEMPOTENCY_TTL": float(env.get("IDEMPOTENCY_TTL", 86400)),
+        "IDEMPOTENCY_SWEEP_INTERVAL": float(env.get("IDEMPOTENCY_SWEEP_INTERVAL", 600)),
         "EMBEDDED": embedded,
         # JWTs (writes only). A separate JWT_SECRET_KEY lets tokens be rotated (everyone signed
         # out) without also invalidating every cursor signed with SECRET_KEY.

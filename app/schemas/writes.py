@@ -122,23 +122,30 @@ def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
     return {prefix or "_schema": [str(item) for item in items]}
 
 
-def load_json(schema: Schema, request: Request) -> dict[str, Any]:
-    """The request's JSON object validated by `schema`: 415 for another media type, 413 when
-    too large, 400 for malformed JSON, 422 for a body that breaks the schema."""
-    if not request.is_json:
-        raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
+def read_body(request: Request) -> bytes:
+    """The request body (kept on the request, so it can be read again): 413 past MAX_BODY_BYTES,
+    400 when the server could not de-chunk it."""
     # A Content-Length past the limit is refused before reading. A chunked body has none, and
     # the stream then stops quietly at the limit: read one byte more, so a body cut short there
     # is told from one that ended there (413, not the 400 a truncated document would get).
     request.max_content_length = MAX_BODY_BYTES + 1
     try:
-        body = request.get_data(cache=False)
+        body = request.get_data(cache=True)
     except HTTPException:  # 413 (Content-Length past the limit), client gone
         raise
     except Exception:  # the server could not de-chunk it (gunicorn raises its own ParseException types)
         raise ApiError(400, "bad_request", "The request body is not validly framed.", title="Bad request") from None
     if len(body) > MAX_BODY_BYTES:
         raise ApiError(413, "payload_too_large", "The request body is larger than 1 MiB.", title="Payload too large")
+    return body
+
+
+def load_json(schema: Schema, request: Request) -> dict[str, Any]:
+    """The request's JSON object validated by `schema`: 415 for another media type, 413 when
+    too large, 400 for malformed JSON, 422 for a body that breaks the schema."""
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
+    body = read_body(request)
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:

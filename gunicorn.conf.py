@@ -49,9 +49,12 @@ workers = _env_int("WEB_CONCURRENCY", len(os.sched_getaffinity(0)))
 # work; further connections are better left in the listen backlog, where an idle worker (or
 # Nginx's retry) takes them. app/config.py sizes the Redis and PostgreSQL pools from it.
 worker_connections = _env_int("GUNICORN_WORKER_CONNECTIONS", 200)
-# Longer than Nginx's upstream keepalive_timeout (60 s): the proxy, not gunicorn, closes idle
-# keep-alive connections, so a request never races gunicorn's close on a reused connection.
-keepalive = _env_int("GUNICORN_KEEPALIVE", 75)
+# Longer than Nginx's upstream keepalive_timeout (4 s): the proxy, not gunicorn, closes idle
+# keep-alive connections, so a request never races gunicorn's close on a reused connection. The
+# gevent worker bounds the wait for every request head by it, the first one included: a client of
+# this (internal) port that connects and sends nothing, or half a head, holds a greenlet this long
+# at most (450 such connections held both workers for 75 s before, issue 12).
+keepalive = _env_int("GUNICORN_KEEPALIVE", 5)
 # A worker that blocks its hub this long (no heartbeat) is killed and replaced.
 timeout = _env_int("GUNICORN_TIMEOUT", 30)
 # On HUP/TERM a worker finishes what it holds: longer than Nginx's proxy_read_timeout (10 s), so

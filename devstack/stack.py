@@ -103,6 +103,10 @@ def nginx_values(settings: Mapping[str, str], state_dir: Path, static_dir: Path,
         "NGINX_RATE": settings["NGINX_RATE"],
         "NGINX_BURST": settings["NGINX_BURST"],
         "NGINX_RATE_EXEMPT": settings["NGINX_RATE_EXEMPT"],
+        "NGINX_WORKER_CONNECTIONS": settings["NGINX_WORKER_CONNECTIONS"],
+        "NGINX_WORKER_RLIMIT_NOFILE": settings["NGINX_WORKER_RLIMIT_NOFILE"],
+        "NGINX_CLIENT_TIMEOUT": settings["NGINX_CLIENT_TIMEOUT"],
+        "NGINX_CONN_PER_CLIENT": settings["NGINX_CONN_PER_CLIENT"],
     }
 
 

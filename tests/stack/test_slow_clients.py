@@ -84,24 +84,29 @@ def test_nginx_workers_have_the_file_limit_their_slots_need(stack: StackInfo) ->
     assert _seconds(_directive(conf, "client_body_timeout")) <= 5
 
 
+HEADER_TIMEOUT = 5.0  # the bound this test holds Nginx to (NGINX_CLIENT_TIMEOUT)
+GUNICORN_HEAD_BOUND = 5.0  # ... and gunicorn (GUNICORN_KEEPALIVE)
+
+
 def test_nine_thousand_half_sent_heads_do_not_starve_nginx(stack: StackInfo) -> None:
     port = stack.port("nginx")
-    timeout = _seconds(_directive(_conf(stack), "client_header_timeout"))
+    started = time.monotonic()
     with half_sent(port, 9000) as held:
-        started = time.monotonic()
         waits = [_probe(port, timeout=10) for _ in range(20)]
         assert max(waits) < 3.0, waits  # answered at once, not queued behind the idle ones
-        # ...and every half-sent head is cut off once client_header_timeout has passed.
-        time.sleep(max(0.0, timeout + 3 - (time.monotonic() - started)))
+        # ...and every half-sent head is cut off within the header timeout (slack for a busy machine).
+        time.sleep(max(0.0, HEADER_TIMEOUT + 3 - (time.monotonic() - started)))
         still_open = sum(_open(sock) for sock in held)
-        assert still_open == 0, f"{still_open} of {len(held)} half-sent connections kept past {timeout:g} s"
+        assert still_open == 0, f"{still_open} of {len(held)} half-sent heads kept past {HEADER_TIMEOUT:g} s (+3 s)"
 
 
 def test_a_client_has_a_bounded_number_of_requests_in_progress(stack: StackInfo) -> None:
     """Slow uploads from one address (not the exempt load generators): past the limit, 429."""
     port = stack.port("nginx")
     limit = int(_directive(_conf(stack), "limit_conn perclient"))
-    head = b"POST /api/v1/auth/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{"
+    head = (
+        b"POST /api/v1/auth/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{"
+    )
     held: list[socket.socket] = []
     try:
         for _ in range(limit):
@@ -127,11 +132,10 @@ def test_half_sent_heads_hold_gunicorn_greenlets_only_briefly(stack: StackInfo) 
     answered once gunicorn drops them (GUNICORN_KEEPALIVE, 5 s), not after 75 s."""
     port = stack.port("app")
     greenlets = WORKERS * int(stack.state["settings"]["GUNICORN_WORKER_CONNECTIONS"])
-    keepalive = float(stack.state["settings"]["GUNICORN_KEEPALIVE"])
     with half_sent(port, greenlets + 200):
         started = time.monotonic()
         waits = [_probe(port, timeout=40) for _ in range(5)]
-        assert time.monotonic() - started < 3 * keepalive + 5, waits
+        assert time.monotonic() - started < 3 * GUNICORN_HEAD_BOUND + 5, waits
 
 
 @pytest.fixture(autouse=True)

@@ -284,10 +284,14 @@ def post_worker_init(worker: Any) -> None:
         from app.services.idempotency import sweep_forever
 
         worker.key_sweep = gevent.spawn(sweep_forever, app, float(app.config["IDEMPOTENCY_SWEEP_INTERVAL"]))
+        if app.config["POPULAR_BUILD_AHEAD"]:
+            from app.services.popular import build_ahead_forever
+
+            worker.popular_builder = gevent.spawn(build_ahead_forever, app)
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    for name in ("outbox_drain", "key_sweep"):
+    for name in ("outbox_drain", "key_sweep", "popular_builder"):
         loop = getattr(worker, name, None)
         if loop is not None:
             loop.kill(block=False)

@@ -164,6 +164,11 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "POPULAR_CANDIDATES": _int("POPULAR_CANDIDATES", 10_000),
         "POPULAR_GRAVITY": 1.8,  # Hacker News' exponent: a day-old post needs ~10x the comments
         "POPULAR_RETENTION": _int("POPULAR_RETENTION", 3600),
+        # Each gunicorn worker builds the next snapshot this many seconds before its interval
+        # starts (one process computes it, app/services/popular.py), so no request waits for a
+        # ranking: the request that used to build one under load took 1.7-12.7 s (issue 12).
+        # 0 = no builder: the first request of an interval computes its snapshot.
+        "POPULAR_BUILD_AHEAD": float(env.get("POPULAR_BUILD_AHEAD", 15)),
         "CACHE_TTL_POPULAR": float(env.get("CACHE_TTL_POPULAR", 60)),
         # Observability (app/observability). OBSERVABILITY=0 removes the request hooks altogether
         # (the benchmark's baseline); production keeps it on: X-Request-ID on every response,

@@ -69,7 +69,7 @@ def popular() -> Response:
     """Hottest posts from the current snapshot; a cursor keeps walking the snapshot it came from."""
     params = query_params(feed_query)
     after = cursors.decode(params.get("cursor"), "popular")
-    snapshot = popular_svc.snapshot_for(time.time()) if after is None else popular_svc.cursor_snapshot(after)
+    snapshot = popular_svc.serving_snapshot(time.time()) if after is None else popular_svc.cursor_snapshot(after)
     compute = lambda: popular_svc.popular_page(snapshot, after, params["limit"])  # noqa: E731
     # Any post change bumps "feed", which covers every post a ranking can show.
     key_params = {**position_params(params, after), "snapshot": snapshot}

@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 STACK_POSTS = 300
 WORKERS = 3  # several workers: killing one must leave others to take the retried requests
 OUTBOX_SWEEP = 1.0
+POPULAR_INTERVAL = 10
 
 
 @dataclass
@@ -105,6 +106,9 @@ def _stack_env(root: Path) -> dict[str, str]:
             "NGINX_WORKER_PROCESSES": "2",
             "ACCESS_LOG": "json",  # the request-id test reads it
             "OUTBOX_SWEEP_INTERVAL": str(OUTBOX_SWEEP),
+            # /popular snapshots every 10 s, each built 5 s ahead (tests/stack/test_popular.py).
+            "POPULAR_INTERVAL": str(POPULAR_INTERVAL),
+            "POPULAR_BUILD_AHEAD": "5",
         }
     )
     return env

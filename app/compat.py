@@ -72,3 +72,13 @@ def logging_start_time() -> float:
     """When the logging module was imported (LogRecord.relativeCreated is measured from it)."""
     start: float = logging._startTime  # type: ignore[attr-defined]
     return start
+
+
+def gunicorn_error_writer(write: Callable[[Any, int, str, str], None]) -> None:
+    """Make gunicorn answer the requests it refuses itself (bad request line or headers, limits,
+    framing; before the app sees them) with `write(sock, status, reason, message)` instead of its
+    HTML page. Its public settings offer no hook: Worker.handle_error calls the module function
+    `gunicorn.util.write_error` by attribute, so replacing that reaches every worker class."""
+    from gunicorn import util
+
+    util.write_error = write

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import time
+from types import SimpleNamespace
 
+import pytest
 import redis
 from flask import Flask
 from redis.connection import Connection
@@ -63,3 +65,17 @@ def test_rule_converters_by_argument_name() -> None:
 def test_logging_start_time_is_the_base_of_relative_created() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
     assert abs((record.created - compat.logging_start_time()) * 1000 - record.relativeCreated) < 1.0
+
+
+def test_gunicorn_refusals_go_through_the_installed_error_writer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gunicorn import util
+    from gunicorn.http.errors import InvalidRequestLine, LimitRequestHeaders
+    from gunicorn.workers.base import Worker
+
+    monkeypatch.setattr(util, "write_error", util.write_error)  # restored after the test
+    written: list[tuple[int, str]] = []
+    compat.gunicorn_error_writer(lambda sock, status, reason, message: written.append((status, reason)))
+    worker = SimpleNamespace(log=logging.getLogger("compat-test"), cfg=None)
+    Worker.handle_error(worker, None, None, ("127.0.0.1", 1), InvalidRequestLine("GARBAGE"))  # type: ignore[arg-type]
+    Worker.handle_error(worker, None, None, ("127.0.0.1", 1), LimitRequestHeaders("too big"))  # type: ignore[arg-type]
+    assert written == [(400, "Bad Request"), (431, "Request Header Fields Too Large")]

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from app.models.author import Author
 from app.models.comment import Comment
+from app.models.idempotency import IdempotencyKey
 from app.models.outbox import CacheOutbox
 from app.models.popular import PopularRank, PopularSnapshot
 from app.models.post import Post, PostTag
 from app.models.taxonomy import Category, Tag
 
-__all__ = ["Author", "CacheOutbox", "Category", "Comment", "PopularRank", "PopularSnapshot", "Post", "PostTag", "Tag"]
+__all__ = [
+    "Author",
+    "CacheOutbox",
+    "Category",
+    "Comment",
+    "IdempotencyKey",
+    "PopularRank",
+    "PopularSnapshot",
+    "Post",
+    "PostTag",
+    "Tag",
+]

@@ -62,6 +62,10 @@ _HEADERS: dict[str, dict[str, Any]] = {
     },
     "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer", "minimum": 1}},
     "Location": {"description": "URL of the created resource.", "schema": {"type": "string"}},
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the stored answer of an earlier request with the same Idempotency-Key.",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
     "WWW-Authenticate": {"description": 'RFC 6750 challenge: `Bearer realm="readwire"`.', "schema": {"type": "string"}},
 }
 _PUBLIC = ("Access-Control-Allow-Origin", "Access-Control-Expose-Headers")
@@ -157,9 +161,12 @@ def write(
     forbidden: str | None = None,
     security: str = "bearer",
     extra: tuple[str, ...] = (),
+    keyed: bool = False,
 ) -> dict[str, Any]:
-    """An authenticated write (rate-limited per author) or a token request (per address)."""
-    ok_headers = headers(*_RATED, *extra, *_PUBLIC, required=(*_RATED, *extra))
+    """An authenticated write (rate-limited per author) or a token request (per address);
+    `keyed`: it takes an Idempotency-Key."""
+    replayed = ("Idempotent-Replayed",) if keyed else ()
+    ok_headers = headers(*_RATED, *extra, *replayed, *_PUBLIC, required=(*_RATED, *extra))
     ok: dict[str, Any] = {"description": summary, "headers": ok_headers}
     if schema is not None:
         ok["content"] = {JSON: {"schema": schema}}
@@ -172,11 +179,22 @@ def write(
         responses["403"] = problem(f"`forbidden`: {forbidden}")
     if missing:
         responses["404"] = problem(f"`not_found`: {missing}", *_RATED)
+    if keyed:
+        responses["400"] = problem("`invalid_json`: the body is not JSON; `invalid_idempotency_key`.")
+        responses["409"] = problem(
+            "`idempotency_key_in_use`: a request with this key is still in progress.",
+            "Retry-After",
+            required=("Retry-After",),
+        )
     responses.update(
         {
             "413": problem("`payload_too_large`: the body is over 1 MiB.", *_RATED),
             "415": problem("`unsupported_media_type`: send application/json.", *_RATED),
-            "422": problem("`validation_failed`: the body breaks the schema (`errors` per field).", *_RATED),
+            "422": problem(
+                "`validation_failed`: the body breaks the schema (`errors` per field)"
+                + ("; `idempotency_key_reused`: the key was used for another request." if keyed else "."),
+                *_RATED,
+            ),
             "429": problem(
                 "`rate_limited`: over the quota.", *_RATED, "Retry-After", required=(*_RATED, "Retry-After")
             ),
@@ -187,7 +205,7 @@ def write(
         "summary": summary,
         "description": description,
         "tags": [tag],
-        "parameters": ["X-Request-ID"],
+        "parameters": ["X-Request-ID", *(["Idempotency-Key"] if keyed else [])],
         "responses": responses,
     }
     if security:
@@ -323,6 +341,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         schema=doc.WrittenPost,
         forbidden="only editors may write posts.",
         extra=("Location",),
+        keyed=True,
     ),
     "writes.update_post": write(
         "Edit, publish or unpublish a post",
@@ -352,6 +371,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         status=201,
         schema=doc.WrittenComment,
         missing="no published post with this id",
+        keyed=True,
     ),
     "health.healthz": plain("Liveness: the process is up", "Operations", JSON, doc.Health),
     "health.readyz": plain(

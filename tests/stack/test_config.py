@@ -72,7 +72,12 @@ def test_docker_compose_config_is_valid_and_matches_the_template() -> None:
     file_settings = read_env_file()
     for name in ("app", "migrate"):
         environment = services[name]["environment"]
-        assert all(str(environment[key]) == value for key, value in file_settings.items()), name
+        kept = {key: value for key, value in file_settings.items() if name != "app" or key != "TRUSTED_PROXIES"}
+        assert all(str(environment[key]) == value for key, value in kept.items()), name
+    # ...except the trusted proxy: in containers, the Nginx service's fixed address.
+    edge = services["nginx"]["networks"]["default"]["ipv4_address"]
+    assert services["app"]["environment"]["TRUSTED_PROXIES"] == edge
+    assert "FORWARDED_ALLOW_IPS" not in services["app"]["environment"]  # it follows TRUSTED_PROXIES
     # ...and Nginx renders the same template with a value for every placeholder.
     nginx = services["nginx"]
     assert any(
@@ -109,6 +114,26 @@ def _edge_with_upstream_down(tmp_path: Path) -> None:
             assert response.headers["Content-Type"].startswith("application/problem+json")
             assert response.json()["code"] == "unavailable"
             assert response.headers["Retry-After"] == "5"
+        # A write that may have been applied is never answered with advice to retry it blindly.
+        body = {"title": "t"}
+        for method, path, key, status in [
+            ("POST", "/api/v1/posts", None, 502),
+            ("PATCH", "/api/v1/posts/1", None, 502),
+            ("POST", "/api/v1/posts/1/comments", None, 502),
+            ("POST", "/api/v1/posts", '"k1"', 503),  # keyed: a retry gets the first outcome
+            ("POST", "/api/v1/posts/1/comments", "k2", 503),
+            ("DELETE", "/api/v1/posts/1", None, 503),  # idempotent
+            ("POST", "/api/v1/auth/token", None, 503),  # writes nothing
+        ]:
+            headers = {"Idempotency-Key": key} if key else {}
+            response = request(port, path, method=method, body=body, headers=headers)
+            assert response.status == status, (method, path, key, response.status)
+            assert response.headers["Content-Type"] == "application/problem+json"
+            if status == 502:
+                assert response.json()["code"] == "outcome_unknown"
+                assert "Retry-After" not in response.headers
+            else:
+                assert response.json()["code"] == "unavailable" and response.headers["Retry-After"] == "5"
         (tmp_path / "static" / "page.json").write_bytes(b'{"data":[]}')
         static = request(port, "/_static/page.json")
         assert static.status == 200 and static.body == b'{"data":[]}'

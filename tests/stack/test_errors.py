@@ -14,6 +14,8 @@ import pytest
 
 from tests.stack.conftest import StackInfo, request
 
+pytestmark = pytest.mark.slow  # stands up real servers (gunicorn, Nginx, PostgreSQL, Redis)
+
 CHUNK = 64 * 1024
 
 

@@ -16,6 +16,8 @@ import pytest
 from devstack.stack import children
 from tests.stack.conftest import WORKERS, Response, StackInfo, request, wait_for
 
+pytestmark = pytest.mark.slow  # stands up real servers (gunicorn, Nginx, PostgreSQL, Redis)
+
 
 @pytest.fixture
 def locked_post(stack: StackInfo, post_ids: list[int]) -> Iterator[tuple[int, psycopg.Connection]]:  # type: ignore[type-arg]

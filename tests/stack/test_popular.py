@@ -6,8 +6,11 @@ from __future__ import annotations
 import time
 
 import psycopg
+import pytest
 
 from tests.stack.conftest import POPULAR_INTERVAL, StackInfo, request
+
+pytestmark = pytest.mark.slow  # stands up real servers (gunicorn, Nginx, PostgreSQL, Redis)
 
 
 def _snapshots(stack: StackInfo) -> list[int]:

@@ -9,8 +9,12 @@ import signal
 import threading
 import time
 
+import pytest
+
 from devstack.stack import Stack
 from tests.stack.conftest import StackInfo, request, wait_for
+
+pytestmark = pytest.mark.slow  # stands up real servers (gunicorn, Nginx, PostgreSQL, Redis)
 
 READERS = 20
 BOUND = 2.0  # s: the database answers a feed page in milliseconds; a busy machine gets slack

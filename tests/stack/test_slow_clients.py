@@ -16,6 +16,8 @@ import pytest
 from devstack.stack import children
 from tests.stack.conftest import WORKERS, StackInfo, request
 
+pytestmark = pytest.mark.slow  # stands up real servers (gunicorn, Nginx, PostgreSQL, Redis)
+
 PARTIAL = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "  # a request head that never ends
 
 

@@ -4,6 +4,7 @@ answers problem+json."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -36,6 +37,52 @@ def test_render_fills_every_placeholder_and_refuses_missing_ones(tmp_path: Path)
     assert "${NGINX_" not in rendered and "$request_id" in rendered  # Nginx's own variables kept
     with pytest.raises(KeyError, match="NGINX_RATE"):
         render_nginx({k: v for k, v in values.items() if k != "NGINX_RATE"})
+
+
+def _directives(conf: str) -> list[tuple[tuple[str, ...], str, str]]:
+    """Every simple directive of a rendered nginx.conf as (enclosing blocks, name, arguments)."""
+    found: list[tuple[tuple[str, ...], str, str]] = []
+    blocks: list[str] = []
+    for raw in conf.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("{"):
+            blocks.append(" ".join(line[:-1].split()))
+        elif line == "}":
+            blocks.pop()
+        elif match := re.fullmatch(r"([a-z_]+)\s+([^;]*);(\s*#.*)?", line):
+            found.append((tuple(blocks), match.group(1), match.group(2).strip()))
+    return found
+
+
+def _seconds(value: str) -> float:
+    return float(value.removesuffix("s"))
+
+
+def test_every_proxy_hop_closes_idle_connections_before_the_server_behind_it() -> None:
+    """Nginx reuses an idle upstream connection only while it is younger than the upstream's
+    keepalive_timeout; the server behind must keep it longer, or a request sent on it races that
+    server's close and fails without a retry (the edge's hop to the origin adapter retries
+    nothing: a 503, or a 502 outcome_unknown for a POST). Both hops: edge -> origin adapter (the
+    same Nginx, whose client keep-alive was cut to 20 s for slow clients) and origin -> gunicorn."""
+    settings = read_env_file()
+    conf = render_nginx(nginx_values({**settings, "NGINX_PORT": "1"}, Path("/s"), Path("/t"), Path("/l")))
+    directives = _directives(conf)
+
+    def value(blocks: tuple[str, ...], name: str) -> str | None:
+        return next((args for where, key, args in directives if where == blocks and key == name), None)
+
+    http_timeout = value(("http",), "keepalive_timeout")
+    origin_server = next(
+        where for where, key, args in directives if key == "listen" and args.endswith("origin.sock") and len(where) == 2
+    )
+    served_for = _seconds(value(origin_server, "keepalive_timeout") or http_timeout or "75s")
+    reused_for = _seconds(value(("http", "upstream origin"), "keepalive_timeout") or "60s")
+    assert reused_for < served_for, (reused_for, served_for)
+    gunicorn_keepalive = float(settings.get("GUNICORN_KEEPALIVE", "2"))
+    reused_for = _seconds(value(("http", "upstream gunicorn"), "keepalive_timeout") or "60s")
+    assert reused_for < gunicorn_keepalive, (reused_for, gunicorn_keepalive)
 
 
 def _compose_command() -> list[str] | None:

@@ -267,9 +267,10 @@ def post_worker_init(worker: Any) -> None:
     then start the outbox drain greenlet."""
     wait = ensure_cooperative_psycopg(worker.log)
     worker.log.info("worker %s: psycopg wait=%s", worker.pid, wait)
-    from app.compat import gunicorn_error_writer
+    from app.compat import gunicorn_error_writer, gunicorn_head_with_body
 
     gunicorn_error_writer(write_problem)
+    gunicorn_head_with_body()  # a response is sent whole or not at all (Nginx replays the latter)
     app = worker.wsgi
     extensions = getattr(app, "extensions", None)
     if extensions is None:  # not a Flask app

@@ -189,6 +189,7 @@ class Load:
         self.stopping = threading.Event()
         self.result = LoadResult()
         self._lock = threading.Lock()
+        self._answered = threading.Condition(self._lock)  # notified on every status or error
 
     def _run(self, offset: int) -> None:
         conn: http.client.HTTPConnection | None = None
@@ -204,23 +205,33 @@ class Load:
                 conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
                 conn.request("GET", path)
                 resp = conn.getresponse()
-                resp.read()
-                with self._lock:
+                body = resp.read()
+                with self._answered:
                     self.result.statuses[resp.status] += 1
-                    if resp.status != 200:
-                        self.result.failures.append(f"{resp.status} {path}")
+                    if resp.status != 200:  # what answered it and why: the problem's detail, the edge's cache
+                        where = f"X-Cache-Status={resp.getheader('X-Cache-Status')} X-App-Cache={resp.getheader('X-App-Cache')}"
+                        self.result.failures.append(f"{resp.status} {path} {where} {body[:300]!r}")
+                    self._answered.notify_all()
                 if resp.will_close:
                     conn.close()
                     conn = None
             except (OSError, http.client.HTTPException) as exc:
-                with self._lock:
+                with self._answered:
                     self.result.errors[type(exc).__name__] += 1
                     self.result.failures.append(f"{type(exc).__name__} {path}")
+                    self._answered.notify_all()
                 if conn is not None:
                     conn.close()
                 conn = None
         if conn is not None:
             conn.close()
+
+    def wait_for_answers(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` more requests than now have come back (an answer or a transport
+        error): progress, whatever the machine's speed, instead of a request total in a time."""
+        with self._answered:
+            target = self.result.total + count
+            return self._answered.wait_for(lambda: self.result.total >= target, timeout)
 
     def __enter__(self) -> Load:
         for t in self.threads:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 import warnings
@@ -193,7 +194,9 @@ def reset_metrics_dir() -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """Master: a worker is gone (exited or killed); drop its live gauges from the metrics."""
+    """Master: a worker is gone (exited or killed); drop its live gauges from the metrics, and
+    count it out if it was retiring after a reload."""
+    _retired(server, worker)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Imported here, in the master, only once a worker has exited. Workers forked later inherit
         # the module with unpatched locks; they guard in-memory updates that never yield to the hub.
@@ -262,15 +265,68 @@ def ensure_cooperative_psycopg(log: Any) -> str:
     return str(getattr(waiting.wait, "__name__", waiting.wait))
 
 
+# --- reloads (HUP) -----------------------------------------------------------------------
+# gunicorn's reload forks the new workers and SIGTERMs the old ones at once. Until the new ones
+# have loaded the app (seconds on a busy machine) nobody accepts: requests on new connections
+# wait in the listen backlog past Nginx's proxy_read_timeout (503s under load, issue 12). So the
+# old workers serve until their replacements are ready: on_reload raises the worker target by
+# the old generation (gunicorn retires none of it), each new worker is assigned one old worker
+# and, once it has loaded the app, stops that one gracefully (SIGTERM, what gunicorn sends);
+# each old worker's exit lowers the target again (child_exit). One signal per old worker, to
+# that worker: nothing is lost to signal coalescing.
+
+
+def on_reload(server: Any) -> None:
+    """Master, HUP (before the new workers are forked): the old generation, oldest first."""
+    replaced = sorted(server.WORKERS.values(), key=lambda w: w.age)[-server.num_workers :]  # gunicorn stops any others
+    server.readwire_to_retire = [w.pid for w in replaced]
+    server.readwire_retiring = set(server.readwire_to_retire)
+    server.num_workers += len(replaced)
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """Master, before each fork: a worker forked for a reload is given an old one to retire."""
+    if getattr(server, "readwire_to_retire", None):
+        worker.retires = server.readwire_to_retire.pop(0)
+
+
+def retire_old_worker(worker: Any) -> None:
+    """Worker, ready: stop the old worker it replaces (if it is still this master's child)."""
+    pid = getattr(worker, "retires", None)
+    if pid is None:
+        return
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return  # gone already
+    if ppid == worker.ppid:
+        os.kill(pid, signal.SIGTERM)
+
+
+def _retired(server: Any, worker: Any) -> None:
+    """Master: an old worker of a reload is gone; the target is back one worker closer to `workers`."""
+    retiring = getattr(server, "readwire_retiring", set())
+    if worker.pid in retiring:
+        retiring.discard(worker.pid)
+        server.num_workers = max(server.cfg.workers, server.num_workers - 1)
+
+
 def post_worker_init(worker: Any) -> None:
     """Worker, app loaded: check the wait path, answer gunicorn's own refusals as problem+json,
-    then start the outbox drain greenlet."""
+    start the background loops; then, if it replaces an old worker after a reload, retire it."""
     wait = ensure_cooperative_psycopg(worker.log)
     worker.log.info("worker %s: psycopg wait=%s", worker.pid, wait)
     from app.compat import gunicorn_error_writer, gunicorn_head_with_body
 
     gunicorn_error_writer(write_problem)
     gunicorn_head_with_body()  # a response is sent whole or not at all (Nginx replays the latter)
+    start_background_loops(worker)
+    retire_old_worker(worker)
+
+
+def start_background_loops(worker: Any) -> None:
+    """The outbox drain, the idempotency-key sweep and the /popular builder greenlets."""
     app = worker.wsgi
     extensions = getattr(app, "extensions", None)
     if extensions is None:  # not a Flask app

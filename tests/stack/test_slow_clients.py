@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.stack import children
+from devstack.stack import children, wait_until
 from tests.stack.conftest import WORKERS, StackInfo, request
 
 pytestmark = pytest.mark.slow  # stands up real servers (gunicorn, Nginx, PostgreSQL, Redis)
@@ -62,6 +62,21 @@ def _open(sock: socket.socket) -> bool:
         return True
     except OSError:
         return False
+
+
+def _unread_at_server(port: int, clients: list[socket.socket]) -> int:
+    """Bytes the server on ``port`` has not read yet from these client connections (its side's
+    receive queues, from /proc/net/tcp): 0 once it has taken in everything they sent."""
+    peers = {sock.getsockname() for sock in clients}
+    unread = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, queues = fields[1], fields[2], fields[4]
+        address, remote_port = remote.split(":")
+        peer = (socket.inet_ntoa(bytes.fromhex(address)[::-1]), int(remote_port, 16))
+        if int(local.split(":")[1], 16) == port and peer in peers:
+            unread += int(queues.split(":")[1], 16)
+    return unread
 
 
 def _probe(port: int, timeout: float) -> float:
@@ -115,7 +130,8 @@ def test_a_client_has_a_bounded_number_of_requests_in_progress(stack: StackInfo)
             sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0))
             sock.sendall(head)  # the body never completes: the request stays in progress
             held.append(sock)
-        time.sleep(0.5)  # every one of them is past its head (limit_conn counts from there)
+        # Nginx has read every one of them (each is past its head: limit_conn counts from there).
+        assert wait_until(lambda: _unread_at_server(port, held) == 0, 30), _unread_at_server(port, held)
         extra = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0))
         held.append(extra)
         extra.sendall(head)

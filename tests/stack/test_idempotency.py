@@ -85,12 +85,23 @@ def test_a_keyed_comment_in_flight_is_409_to_its_twin_and_once_for_its_retries(
     assert _comments(stack, post_id, text) == 1
 
 
+def _answers(port: int) -> bool:
+    try:
+        return request(port, "/healthz", timeout=2).status == 200
+    except OSError:
+        return False
+
+
 def _kill_every_worker(stack: StackInfo) -> None:
+    """SIGKILL every worker, then wait for the replacements to be forked and to answer: the
+    next test must not meet a gunicorn whose workers are all still loading the app (seconds on
+    a busy machine; test_popular's first request timed out behind this one)."""
     master = stack.pid("app")
     victims = children(master)
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
     assert wait_for(lambda: not set(victims) & set(children(master)) and len(children(master)) == WORKERS, 60)
+    assert wait_for(lambda: _answers(stack.port("app")), 120), "no replacement worker answers"
 
 
 @pytest.mark.parametrize("keyed", [True, False])

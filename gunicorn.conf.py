@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 import warnings
@@ -52,9 +53,12 @@ workers = _env_int("WEB_CONCURRENCY", len(os.sched_getaffinity(0)))
 # idle stream is a parked greenlet, and must not take one of the request slots the pools are
 # sized for (app/config.py sizes them from GUNICORN_WORKER_CONNECTIONS alone).
 worker_connections = _env_int("GUNICORN_WORKER_CONNECTIONS", 200) + _env_int("SSE_MAX_STREAMS", 1000)
-# Longer than Nginx's upstream keepalive_timeout (60 s): the proxy, not gunicorn, closes idle
-# keep-alive connections, so a request never races gunicorn's close on a reused connection.
-keepalive = _env_int("GUNICORN_KEEPALIVE", 75)
+# Longer than Nginx's upstream keepalive_timeout (4 s): the proxy, not gunicorn, closes idle
+# keep-alive connections, so a request never races gunicorn's close on a reused connection. The
+# gevent worker bounds the wait for every request head by it, the first one included: a client of
+# this (internal) port that connects and sends nothing, or half a head, holds a greenlet this long
+# at most (450 such connections held both workers for 75 s before, issue 12).
+keepalive = _env_int("GUNICORN_KEEPALIVE", 5)
 # A worker that blocks its hub this long (no heartbeat) is killed and replaced.
 timeout = _env_int("GUNICORN_TIMEOUT", 30)
 # On HUP/TERM a worker finishes what it holds: longer than Nginx's proxy_read_timeout (10 s), so
@@ -67,8 +71,9 @@ max_requests_jitter = max_requests // 10
 # Never preload with gevent: the app (psycopg, redis, ssl users) would be imported in the master
 # before any monkey-patching, and its pools shared across fork. on_starting() refuses it.
 preload_app = False
-# X-Forwarded-* are trusted from these proxies only (Nginx: loopback locally, the compose network).
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1"
+# X-Forwarded-* are trusted from these proxies only: the app's TRUSTED_PROXIES (stack.env; Nginx:
+# loopback locally, its fixed address in docker-compose.yml) unless FORWARDED_ALLOW_IPS says otherwise.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or os.environ.get("TRUSTED_PROXIES") or "127.0.0.1,::1"
 proc_name = os.environ.get("GUNICORN_PROC_NAME") or "readwire"
 pidfile = os.environ.get("GUNICORN_PIDFILE") or None
 # gunicorn >= 25 opens a control socket at one fixed per-user path; several instances on one
@@ -120,6 +125,45 @@ if _access == "json":
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL") or "info"
 
+# --- gunicorn's own errors --------------------------------------------------------------------
+# Requests gunicorn refuses before the app sees them (malformed request line or headers, header
+# limits, chunk framing, an unsupported Transfer-Encoding) are answered as problem+json, like
+# every other error (installed in each worker by post_worker_init). The detail never echoes the
+# request: gunicorn's own message quotes what the client sent.
+_GUNICORN_PROBLEMS = {
+    400: ("bad_request", "Bad request", "The request is not valid HTTP/1.1 (request line, headers or body framing)."),
+    403: ("forbidden", "Forbidden", "This request is not accepted from this peer."),
+    414: ("uri_too_long", "URI too long", "The request line is longer than this server accepts."),
+    417: ("bad_request", "Expectation failed", "This server does not meet the request's Expect header."),
+    431: ("header_too_large", "Request header fields too large", "The request headers exceed this server's limits."),
+    500: ("internal_error", "Internal server error", "The server failed to answer this request."),
+    501: ("not_implemented", "Not implemented", "This server does not support the request's Transfer-Encoding."),
+}
+
+
+def problem_error_page(status: int, reason: str) -> bytes:
+    """The whole HTTP response gunicorn sends for a request it refuses, as problem+json."""
+    code, title, detail = _GUNICORN_PROBLEMS.get(
+        status, ("internal_error" if status >= 500 else "bad_request", reason, reason)
+    )
+    body = json.dumps(
+        {"type": f"/problems/{code}", "title": title, "status": status, "detail": detail, "code": code},
+        separators=(",", ":"),
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/problem+json\r\n"
+        f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+def write_problem(sock: Any, status: int, reason: str, message: str) -> None:
+    """gunicorn.util.write_error's signature (see app/compat.gunicorn_error_writer)."""
+    from gunicorn import util
+
+    util.write_nonblock(sock, problem_error_page(status, reason))
+
+
 # Modules that must be imported only after gevent has patched the worker.
 _LATE_MODULES = ("psycopg", "redis", "sqlalchemy", "app")
 
@@ -153,7 +197,9 @@ def reset_metrics_dir() -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """Master: a worker is gone (exited or killed); drop its live gauges from the metrics."""
+    """Master: a worker is gone (exited or killed); drop its live gauges from the metrics, and
+    count it out if it was retiring after a reload."""
+    _retired(server, worker)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Imported here, in the master, only once a worker has exited. Workers forked later inherit
         # the module with unpatched locks; they guard in-memory updates that never yield to the hub.
@@ -222,10 +268,68 @@ def ensure_cooperative_psycopg(log: Any) -> str:
     return str(getattr(waiting.wait, "__name__", waiting.wait))
 
 
+# --- reloads (HUP) -----------------------------------------------------------------------
+# gunicorn's reload forks the new workers and SIGTERMs the old ones at once. Until the new ones
+# have loaded the app (seconds on a busy machine) nobody accepts: requests on new connections
+# wait in the listen backlog past Nginx's proxy_read_timeout (503s under load, issue 12). So the
+# old workers serve until their replacements are ready: on_reload raises the worker target by
+# the old generation (gunicorn retires none of it), each new worker is assigned one old worker
+# and, once it has loaded the app, stops that one gracefully (SIGTERM, what gunicorn sends);
+# each old worker's exit lowers the target again (child_exit). One signal per old worker, to
+# that worker: nothing is lost to signal coalescing.
+
+
+def on_reload(server: Any) -> None:
+    """Master, HUP (before the new workers are forked): the old generation, oldest first."""
+    replaced = sorted(server.WORKERS.values(), key=lambda w: w.age)[-server.num_workers :]  # gunicorn stops any others
+    server.readwire_to_retire = [w.pid for w in replaced]
+    server.readwire_retiring = set(server.readwire_to_retire)
+    server.num_workers += len(replaced)
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """Master, before each fork: a worker forked for a reload is given an old one to retire."""
+    if getattr(server, "readwire_to_retire", None):
+        worker.retires = server.readwire_to_retire.pop(0)
+
+
+def retire_old_worker(worker: Any) -> None:
+    """Worker, ready: stop the old worker it replaces (if it is still this master's child)."""
+    pid = getattr(worker, "retires", None)
+    if pid is None:
+        return
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return  # gone already
+    if ppid == worker.ppid:
+        os.kill(pid, signal.SIGTERM)
+
+
+def _retired(server: Any, worker: Any) -> None:
+    """Master: an old worker of a reload is gone; the target is back one worker closer to `workers`."""
+    retiring = getattr(server, "readwire_retiring", set())
+    if worker.pid in retiring:
+        retiring.discard(worker.pid)
+        server.num_workers = max(server.cfg.workers, server.num_workers - 1)
+
+
 def post_worker_init(worker: Any) -> None:
-    """Worker, app loaded: check the wait path, then start the outbox drain greenlet."""
+    """Worker, app loaded: check the wait path, answer gunicorn's own refusals as problem+json,
+    start the background loops; then, if it replaces an old worker after a reload, retire it."""
     wait = ensure_cooperative_psycopg(worker.log)
     worker.log.info("worker %s: psycopg wait=%s", worker.pid, wait)
+    from app.compat import gunicorn_error_writer, gunicorn_head_with_body
+
+    gunicorn_error_writer(write_problem)
+    gunicorn_head_with_body()  # a response is sent whole or not at all (Nginx replays the latter)
+    start_background_loops(worker)
+    retire_old_worker(worker)
+
+
+def start_background_loops(worker: Any) -> None:
+    """The outbox drain, the idempotency-key sweep and the /popular builder greenlets."""
     app = worker.wsgi
     extensions = getattr(app, "extensions", None)
     if extensions is None:  # not a Flask app
@@ -245,10 +349,17 @@ def post_worker_init(worker: Any) -> None:
         websub = state.websub
         if websub.enabled:  # WebSub announcements (app/push/websub.py): woken by each commit, swept each tick
             worker.websub_drain = gevent.spawn(websub.drain_forever, app, OUTBOX_SWEEP)
+        from app.services.idempotency import sweep_forever
+
+        worker.key_sweep = gevent.spawn(sweep_forever, app, float(app.config["IDEMPOTENCY_SWEEP_INTERVAL"]))
+        if app.config["POPULAR_BUILD_AHEAD"]:
+            from app.services.popular import build_ahead_forever
+
+            worker.popular_builder = gevent.spawn(build_ahead_forever, app)
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    for name in ("outbox_drain", "websub_drain", "events_prune"):
-        drain = getattr(worker, name, None)
-        if drain is not None:
-            drain.kill(block=False)
+    for name in ("outbox_drain", "websub_drain", "events_prune", "key_sweep", "popular_builder"):
+        loop = getattr(worker, name, None)
+        if loop is not None:
+            loop.kill(block=False)

@@ -36,6 +36,11 @@ def register_extensions(app: Flask) -> None:
     cursors.init_app(app)
     limiter.init_app(app)
     jwt.init_app(app)
+    from app.services import popular
+    from app.services.idempotency import listen
+
+    listen()  # keyed writes record their answer in their own transaction
+    popular.init_app(app)  # which /popular snapshots this process knows exist
 
 
 def register_observability(app: Flask) -> None:

@@ -45,8 +45,18 @@ def create_editor_command(username: str, display_name: str | None) -> None:
     click.echo(f"{'Created' if created else 'Promoted'} editor '{author.username}' (id {author.id}).")
 
 
+@click.command("purge-idempotency-keys")
+@with_appcontext
+def purge_idempotency_keys_command() -> None:
+    """Delete expired idempotency keys (gunicorn workers do it every IDEMPOTENCY_SWEEP_INTERVAL s)."""
+    from app.services.idempotency import purge_expired
+
+    click.echo(f"Deleted {purge_expired()} expired idempotency keys.")
+
+
 def register_cli(app: Flask) -> None:
     from app.seed import seed_command
 
     app.cli.add_command(seed_command)
     app.cli.add_command(create_editor_command)
+    app.cli.add_command(purge_idempotency_keys_command)

@@ -72,3 +72,56 @@ def logging_start_time() -> float:
     """When the logging module was imported (LogRecord.relativeCreated is measured from it)."""
     start: float = logging._startTime  # type: ignore[attr-defined]
     return start
+
+
+class _Gathered:
+    """Stands in for a gunicorn response's socket while it writes: keeps what it sends."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.parts.append(bytes(data))
+
+
+def gunicorn_head_with_body() -> None:
+    """Make gunicorn send a response's head and its first body bytes in one send. gunicorn's
+    `Response.write` sends them with two `sendall` calls (`send_headers`, then the body); a
+    worker that dies between the two leaves Nginx with a head it has already passed on to the
+    client and a body that never comes, a response it cannot replay (the client sees it cut
+    short). In one send, a page (well under the socket buffer) is in the kernel whole or not at
+    all, so Nginx replays every answer it did not get. One system call fewer per response, too.
+    No setting or hook offers it: `Response.write` is wrapped, the socket swapped while it runs."""
+    from gunicorn.http.wsgi import Response
+
+    write = Response.write
+    if getattr(write, "head_with_body", False):
+        return
+
+    def write_with_head(self: Any, arg: bytes) -> None:
+        if self.headers_sent:
+            write(self, arg)
+            return
+        sock, gathered = self.sock, _Gathered()
+        self.sock = gathered
+        try:
+            write(self, arg)
+        finally:
+            self.sock = sock
+            if gathered.parts:
+                sock.sendall(b"".join(gathered.parts))
+
+    write_with_head.head_with_body = True  # type: ignore[attr-defined]
+    Response.write = write_with_head
+
+
+def gunicorn_error_writer(write: Callable[[Any, int, str, str], None]) -> None:
+    """Make gunicorn answer the requests it refuses itself (bad request line or headers, limits,
+    framing; before the app sees them) with `write(sock, status, reason, message)` instead of its
+    HTML page. Its public settings offer no hook: Worker.handle_error calls the module function
+    `gunicorn.util.write_error` by attribute, so replacing that reaches every worker class."""
+    from gunicorn import util
+
+    util.write_error = write

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
@@ -43,6 +44,11 @@ def psycopg_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def _networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """`127.0.0.1, 10.0.0.0/8` -> networks (a bare address is a /32 or /128)."""
+    return tuple(ipaddress.ip_network(item, strict=False) for item in _list(value))
 
 
 def _quota(value: str) -> tuple[int, int]:
@@ -205,6 +211,11 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "POPULAR_CANDIDATES": _int("POPULAR_CANDIDATES", 10_000),
         "POPULAR_GRAVITY": 1.8,  # Hacker News' exponent: a day-old post needs ~10x the comments
         "POPULAR_RETENTION": _int("POPULAR_RETENTION", 3600),
+        # Each gunicorn worker builds the next snapshot this many seconds before its interval
+        # starts (one process computes it, app/services/popular.py), so no request waits for a
+        # ranking: the request that used to build one under load took 1.7-12.7 s (issue 12).
+        # 0 = no builder: the first request of an interval computes its snapshot.
+        "POPULAR_BUILD_AHEAD": float(env.get("POPULAR_BUILD_AHEAD", 15)),
         "CACHE_TTL_POPULAR": float(env.get("CACHE_TTL_POPULAR", 60)),
         # Observability (app/observability). OBSERVABILITY=0 removes the request hooks altogether
         # (the benchmark's baseline); production keeps it on: X-Request-ID on every response,
@@ -240,7 +251,7 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         # leaked token) must not be able to keep the cache cold.
         "RATELIMIT_WRITE": _quota(env.get("RATELIMIT_WRITE", "60/60")),
         # Client address for per-address limits: the Nth address from the right of X-Forwarded-For
-        # when N trusted proxies (Nginx = 1) append to it; 0 = the socket peer.
+        # when N trusted proxies (Nginx = 1) append to it; 0 = the socket peer ...
         "TRUSTED_PROXY_HOPS": _int("TRUSTED_PROXY_HOPS", 0),
         # Server-Sent Events (app/push). A heartbeat comment at least this often (s): proxies and
         # clients drop connections silent for longer (Nginx's read timeout on streams is far longer).
@@ -268,6 +279,16 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "WEBSUB_HUB_URL": env.get("WEBSUB_HUB_URL", "").strip(),
         "WEBSUB_TIMEOUT": float(env.get("WEBSUB_TIMEOUT", 5)),  # per announcement; the write never waits
         "WEBSUB_RETRY_BASE": float(env.get("WEBSUB_RETRY_BASE", 5)),  # s, doubled per failed attempt
+        # ... and only when the socket peer is one of these proxies (addresses or CIDRs, comma-
+        # separated; empty = none): anyone else reaching the app directly is known by its peer
+        # address, whatever X-Forwarded-For it sends.
+        "TRUSTED_PROXIES": _networks(env.get("TRUSTED_PROXIES", "")),
+        # Idempotency-Key on POST /posts and POST comments (app/http/idempotency.py): the first
+        # answer of a key is replayed to its retries this long (the draft and Stripe: 24 h), then
+        # the key is free again; expired keys are swept every IDEMPOTENCY_SWEEP_INTERVAL s by each
+        # gunicorn worker (one DELETE on an index; `flask purge-idempotency-keys` does it by hand).
+        "IDEMPOTENCY_TTL": float(env.get("IDEMPOTENCY_TTL", 86400)),
+        "IDEMPOTENCY_SWEEP_INTERVAL": float(env.get("IDEMPOTENCY_SWEEP_INTERVAL", 600)),
         "EMBEDDED": embedded,
         # JWTs (writes only). A separate JWT_SECRET_KEY lets tokens be rotated (everyone signed
         # out) without also invalidating every cursor signed with SECRET_KEY.

@@ -20,11 +20,14 @@ from flask import Flask
 
 from app.api import API_PREFIX
 
-EXPOSED = "ETag, Last-Modified, Link, Age, Retry-After, RateLimit, RateLimit-Policy, X-Request-ID, Location"
+EXPOSED = (
+    "ETag, Last-Modified, Link, Age, Retry-After, RateLimit, RateLimit-Policy, X-Request-ID, Location, "
+    "Idempotent-Replayed"
+)
 READ_METHODS = "GET, HEAD, OPTIONS"
 READ_HEADERS = "Accept, If-None-Match, If-Modified-Since, Last-Event-ID, X-Request-ID"
 WRITE_METHODS = "GET, HEAD, OPTIONS, POST, PATCH, DELETE"
-WRITE_HEADERS = "Accept, Authorization, Content-Type, If-None-Match, If-Modified-Since, X-Request-ID"
+WRITE_HEADERS = "Accept, Authorization, Content-Type, Idempotency-Key, If-None-Match, If-Modified-Since, X-Request-ID"
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]

@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from app.exceptions import DomainError, Forbidden, Invalid, InvalidCursor, NotFound
+from app.exceptions import DomainError, Forbidden, Invalid, InvalidCursor, KeyInFlight, KeyReused, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +28,25 @@ PROBLEM_CODES = (
     "invalid_parameter",
     "invalid_cursor",
     "invalid_json",
+    "invalid_idempotency_key",
     "bad_request",
     "unauthorized",
     "forbidden",
     "not_found",
     "method_not_allowed",
     "not_acceptable",
+    "request_timeout",
     "payload_too_large",
+    "uri_too_long",
     "unsupported_media_type",
     "validation_failed",
+    "idempotency_key_in_use",
+    "idempotency_key_reused",
+    "header_too_large",
     "rate_limited",
     "internal_error",
+    "not_implemented",
+    "outcome_unknown",
     "unavailable",
     "error",
 )
@@ -98,6 +106,11 @@ def problem_for(exc: DomainError) -> ApiError:
         return validation_failed(exc.errors, exc.detail)
     if isinstance(exc, InvalidCursor):
         return ApiError(400, "invalid_cursor", exc.detail, title="Invalid cursor", errors={"cursor": [exc.detail]})
+    if isinstance(exc, KeyInFlight):
+        retry = {"Retry-After": "1"}
+        return ApiError(409, "idempotency_key_in_use", exc.detail, title="Request in progress", headers=retry)
+    if isinstance(exc, KeyReused):
+        return ApiError(422, "idempotency_key_reused", exc.detail, title="Idempotency key reused")
     raise TypeError(f"no problem+json mapping for {type(exc).__name__}")
 
 

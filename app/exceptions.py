@@ -36,3 +36,19 @@ class InvalidCursor(DomainError):
 
     def __init__(self, detail: str = "The cursor is malformed, tampered with or expired.") -> None:
         super().__init__(detail)
+
+
+class KeyInFlight(DomainError):
+    """An Idempotency-Key whose first request is still being processed."""
+
+    def __init__(self, detail: str = "A request with this Idempotency-Key is in progress; retry shortly.") -> None:
+        super().__init__(detail)
+
+
+class KeyReused(DomainError):
+    """An Idempotency-Key already used for a different request (method, path or body)."""
+
+    def __init__(
+        self, detail: str = "This Idempotency-Key was already used for a different request; use a new key."
+    ) -> None:
+        super().__init__(detail)

@@ -2,8 +2,11 @@
 and Link header a page gets (the HTTP layer renders the envelope around them).
 
 A cursor is base64url(version | direction | position micros | id | scope) + a truncated
-HMAC-SHA256. It is deterministic (no issue time), so one position always yields one cursor
-string and one cache key, whoever asks. The scope binds it to the list it came from.
+HMAC-SHA256, unpadded. It is deterministic (no issue time), so one position always yields one
+cursor string, whoever asks, and the codec accepts that string only: the decoded bytes must
+encode back to exactly what was sent (no padding, no stray or `+/` characters, no other unused
+trailing bits). Pages are cached under the decoded position (`Cursor.key`), never under the
+string a client sent. The scope binds a cursor to the list it came from.
 """
 
 from __future__ import annotations
@@ -48,6 +51,16 @@ class Cursor:
     position: datetime
     id: int
 
+    @property
+    def key(self) -> str:
+        """The position as the cache names it (the same whatever string carried it)."""
+        return f"{self.direction}@{to_micros(self.position)}.{self.id}"
+
+
+def position_params(params: dict[str, Any], after: Cursor | None) -> dict[str, Any]:
+    """The query parameters with the cursor replaced by its decoded position: a page's cache key."""
+    return params if after is None else {**params, "cursor": after.key}
+
 
 def to_micros(value: datetime) -> int:
     if value.tzinfo is None:  # SQLite hands back naive UTC
@@ -77,6 +90,8 @@ class CursorCodec:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except ValueError:
             raise InvalidCursor() from None
+        if base64.urlsafe_b64encode(raw).rstrip(b"=") != token.encode():  # the one string that encodes it
+            raise InvalidCursor()
         payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
         if len(payload) < _HEAD.size or not hmac.compare_digest(mac, self._mac(payload)):
             raise InvalidCursor()

@@ -10,11 +10,12 @@ Public GETs are limited at the edge (Nginx), not here.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any, ParamSpec
@@ -33,6 +34,7 @@ from app.observability.metrics import RATELIMIT_REJECTIONS
 log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,15 +149,28 @@ class RateLimiter:
         return limits
 
 
+def _from_trusted_proxy(peer: str | None, proxies: Sequence[IPNetwork]) -> bool:
+    if not peer or not proxies:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:  # a unix socket peer, or none
+        return False
+    return any(address in network for network in proxies)
+
+
 def client_address() -> str:
-    """The client's address: the socket peer, or the entry TRUSTED_PROXY_HOPS from the right
-    of X-Forwarded-For (each trusted proxy appends the address it received the request from)."""
-    hops = int(current_app.config["TRUSTED_PROXY_HOPS"])
-    if hops > 0:
+    """The client's address: the socket peer, or, when the peer is a trusted proxy
+    (TRUSTED_PROXIES), the entry TRUSTED_PROXY_HOPS from the right of X-Forwarded-For (each
+    trusted proxy appends the address it received the request from)."""
+    peer = request.remote_addr
+    config = current_app.config
+    hops = int(config["TRUSTED_PROXY_HOPS"])
+    if hops > 0 and _from_trusted_proxy(peer, config["TRUSTED_PROXIES"]):
         forwarded = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",") if part.strip()]
         if len(forwarded) >= hops:
             return forwarded[-hops]
-    return request.remote_addr or "unknown"
+    return peer or "unknown"
 
 
 def rate_limited(name: str, client: Callable[[], str]) -> Callable[[Callable[P, Response]], Callable[P, Response]]:

@@ -46,6 +46,8 @@ STATE_VERSION = 1
 _PLACEHOLDER = re.compile(r"\$\{(NGINX_[A-Z0-9_]*)\}")
 # Throwaway data, but realistic durability for writes: fsync stays on, commits do not wait for it.
 PG_SETTINGS = {"shared_buffers": "256MB", "synchronous_commit": "off"}
+# Pages expire, generation counters must not: evict only keys that carry a TTL.
+REDIS_CONFIG = {"maxmemory": "512mb", "maxmemory-policy": "volatile-lru"}
 
 
 class StackError(RuntimeError):
@@ -134,6 +136,10 @@ def nginx_values(
         "NGINX_RATE": settings["NGINX_RATE"],
         "NGINX_BURST": settings["NGINX_BURST"],
         "NGINX_RATE_EXEMPT": settings["NGINX_RATE_EXEMPT"],
+        "NGINX_WORKER_CONNECTIONS": settings["NGINX_WORKER_CONNECTIONS"],
+        "NGINX_WORKER_RLIMIT_NOFILE": settings["NGINX_WORKER_RLIMIT_NOFILE"],
+        "NGINX_CLIENT_TIMEOUT": settings["NGINX_CLIENT_TIMEOUT"],
+        "NGINX_CONN_PER_CLIENT": settings["NGINX_CONN_PER_CLIENT"],
     }
 
 
@@ -317,7 +323,7 @@ def leftovers(services: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return [
         f"{name} pid {pid}"
         for name, info in services.items()
-        for pid in ([info["pid"]] if alive(info.get("pid")) else []) + group_members(info.get("pid") or -1)
+        for pid in sorted({*([info["pid"]] if alive(info.get("pid")) else []), *group_members(info.get("pid") or -1)})
     ]
 
 
@@ -413,9 +419,7 @@ class Stack(StateDir):
         self.write_state(state)
         say(f"postgres up on {pg.port} ({time.monotonic() - t0:.1f} s)")
 
-        # Pages expire, generation counters must not: evict only keys that carry a TTL.
-        redis_config = {"maxmemory": "512mb", "maxmemory-policy": "volatile-lru"}
-        redis = Redis.start(self.root / "redis", port=ports["redis"], config=redis_config, detached=True)
+        redis = Redis.start(self.root / "redis", port=ports["redis"], config=REDIS_CONFIG, detached=True)
         services["redis"] = {"url": redis.url, "port": redis.port, "pid": redis.proc.pid}
         self.write_state(state)
         say(f"redis up on {redis.port}")
@@ -458,6 +462,37 @@ class Stack(StateDir):
         state["services"]["nginx"] = {"url": f"http://{HOST}:{port}", "port": port, "pid": pid}
         self.write_state(state)
 
+    # --- faults (tests, the chaos load test) ------------------------------------------------------------
+    def restart_redis(self) -> int:
+        """Start the stack's Redis again on its port after it died (a new, empty server, as after a
+        crash without persistence); the state records the new pid. Returns it."""
+        state = self.read_state()
+        if state is None:
+            raise StackError("no stack state")
+        info = state["services"]["redis"]
+        if alive(info.get("pid")):
+            raise StackError(f"redis pid {info['pid']} is still running")
+        redis = Redis.start(self.root / "redis", port=int(info["port"]), config=REDIS_CONFIG, detached=True)
+        info["pid"] = redis.proc.pid
+        self.write_state(state)
+        return int(redis.proc.pid)
+
+    def restart_postgres(self) -> int:
+        """Stop the stack's PostgreSQL (fast: open transactions roll back) and start it again on its
+        port with its data; the state records the new postmaster pid. Returns it."""
+        state = self.read_state()
+        if state is None:
+            raise StackError("no stack state")
+        info = state["services"]["postgres"]
+        pg = Postgres(self.root / "postgres", int(info["port"]), detached=True)
+        pg.stop()
+        settings = state.get("settings", {})
+        pg_settings = {**PG_SETTINGS, "max_connections": settings.get("POSTGRES_MAX_CONNECTIONS", "200")}
+        pg = Postgres.start(self.root / "postgres", port=int(info["port"]), settings=pg_settings, detached=True)
+        info["pid"] = pg.pid()
+        self.write_state(state)
+        return int(info["pid"])
+
     # --- down / status ------------------------------------------------------------------------------
     def down(self) -> list[str]:
         """Stop every service of the state; returns leftovers (empty when all are gone)."""
@@ -474,6 +509,9 @@ class Stack(StateDir):
             stop_group(pid, "redis-server", signal.SIGTERM, 10)
         if "postgres" in services:
             Postgres(self.root / "postgres", int(services["postgres"]["port"]), detached=True).stop()
+        # A stopped server's processes can take a moment to be gone on a busy machine (the postmaster
+        # exits after pg_ctl saw its pid file go): wait for them before calling any a leftover.
+        wait_until(lambda: not leftovers(services), 15)
         left = leftovers(services)
         if not left:
             self.state_file.unlink(missing_ok=True)

@@ -65,7 +65,10 @@ def make_database(pg_admin_url: str) -> Iterator[object]:
 
 
 def build_app(database_url: str, **overrides: object) -> Flask:
-    return create_app({"SQLALCHEMY_DATABASE_URI": database_url, "SECRET_KEY": SECRET, "TESTING": True, **overrides})
+    # No /popular builder by default: tests in a rolled-back transaction share one connection, which
+    # a background build must not use (tests/api/test_popular.py turns it on over committed data).
+    settings = {"SQLALCHEMY_DATABASE_URI": database_url, "SECRET_KEY": SECRET, "TESTING": True}
+    return create_app({**settings, "POPULAR_BUILD_AHEAD": 0, **overrides})
 
 
 def migrate_and_seed(app: Flask, posts: int, seed: int = 7) -> None:

@@ -4,8 +4,11 @@ upgrade that moves one fails here, loudly, instead of degrading the request path
 from __future__ import annotations
 
 import logging
+import socket
 import time
+from types import SimpleNamespace
 
+import pytest
 import redis
 from flask import Flask
 from redis.connection import Connection
@@ -63,3 +66,62 @@ def test_rule_converters_by_argument_name() -> None:
 def test_logging_start_time_is_the_base_of_relative_created() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
     assert abs((record.created - compat.logging_start_time()) * 1000 - record.relativeCreated) < 1.0
+
+
+def test_gunicorn_refusals_go_through_the_installed_error_writer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gunicorn import util
+    from gunicorn.http.errors import InvalidRequestLine, LimitRequestHeaders
+    from gunicorn.workers.base import Worker
+
+    monkeypatch.setattr(util, "write_error", util.write_error)  # restored after the test
+    written: list[tuple[int, str]] = []
+    compat.gunicorn_error_writer(lambda sock, status, reason, message: written.append((status, reason)))
+    worker = SimpleNamespace(log=logging.getLogger("compat-test"), cfg=None)
+    Worker.handle_error(worker, None, None, ("127.0.0.1", 1), InvalidRequestLine("GARBAGE"))  # type: ignore[arg-type]
+    Worker.handle_error(worker, None, None, ("127.0.0.1", 1), LimitRequestHeaders("too big"))  # type: ignore[arg-type]
+    assert written == [(400, "Bad Request"), (431, "Request Header Fields Too Large")]
+
+
+class CountingSocket(socket.socket):
+    """A real socket that records each sendall (one per send of the response)."""
+
+    sends: list[bytes]
+
+    def sendall(self, data: object, flags: int = 0) -> None:  # type: ignore[override]
+        self.sends.append(bytes(data))  # type: ignore[call-overload]
+        super().sendall(data, flags)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_gunicorn_sends_a_response_head_with_its_first_body_bytes(
+    monkeypatch: pytest.MonkeyPatch, chunked: bool
+) -> None:
+    """gunicorn's own Response, on a real socket pair: the head and the first body bytes leave
+    in one send (two without compat.gunicorn_head_with_body); later chunks go on their own."""
+    from gunicorn.config import Config
+    from gunicorn.http.parser import RequestParser
+    from gunicorn.http.wsgi import Response, create
+
+    monkeypatch.setattr(Response, "write", Response.write)  # restored after the test
+    compat.gunicorn_head_with_body()
+    compat.gunicorn_head_with_body()  # idempotent: a worker's hook may run it again
+    server, client = socket.socketpair()
+    sock = CountingSocket(fileno=server.detach())
+    sock.sends = []
+    try:
+        client.sendall(b"GET /page HTTP/1.1\r\nHost: test\r\n\r\n")
+        cfg = Config()
+        req = next(iter(RequestParser(cfg, sock, ("127.0.0.1", 1))))
+        resp, _ = create(req, sock, ("127.0.0.1", 1), ("127.0.0.1", 2), cfg)
+        length = [] if chunked else [("Content-Length", "7")]
+        resp.start_response("200 OK", [("Content-Type", "application/json"), *length])
+        resp.write(b'{"a":')
+        resp.write(b"1}")
+        resp.close()
+        head, first = sock.sends[0].split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Content-Type: application/json" in head
+        assert first == (b'5\r\n{"a":\r\n' if chunked else b'{"a":')
+        assert sock.sends[1:] == ([b"2\r\n1}\r\n", b"0\r\n\r\n"] if chunked else [b"1}"])
+    finally:
+        sock.close()
+        client.close()

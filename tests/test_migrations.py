@@ -110,9 +110,16 @@ def test_head_to_base_to_head_ends_in_the_same_schema(empty_app: tuple[Flask, st
         upgrade(directory=MIGRATIONS)
         assert version(url) == REVISIONS[-1]
         head = schema(url)
-        assert {"posts", "post_tags", "comments", "cache_outbox", "popular_ranks", "post_events", "websub_outbox"} <= {
-            name for name, kind in head["relations"] if kind == "r"
-        }
+        assert {
+            "posts",
+            "post_tags",
+            "comments",
+            "cache_outbox",
+            "popular_ranks",
+            "post_events",
+            "websub_outbox",
+            "idempotency_keys",
+        } <= {name for name, kind in head["relations"] if kind == "r"}
         downgrade(directory=MIGRATIONS, revision="base")
         assert version(url) is None  # the version table is kept, empty
         assert differences(empty, schema(url)) == {}, "downgrade to base left objects behind"

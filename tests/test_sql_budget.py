@@ -127,6 +127,10 @@ def _measure_writes(client: FlaskClient, statements: list[str], names: dict[str,
     auth = {"Authorization": f"Bearer {tokens['access_token']}"}
     post = {"title": "Budgeted", "body": "Text.", "category": names["category"], "tags": [names["tag"]]}
     created = call("POST /api/v1/posts", "POST", "/api/v1/posts", post, auth)
+    # With an Idempotency-Key: the first request (lock, lookup, the write, the key's row) and a retry (lock, lookup).
+    keyed = {**auth, "Idempotency-Key": '"budget-key"'}
+    call("POST /api/v1/posts?Idempotency-Key=new", "POST", "/api/v1/posts", {**post, "title": "Keyed"}, keyed)
+    call("POST /api/v1/posts?Idempotency-Key=replay", "POST", "/api/v1/posts", {**post, "title": "Keyed"}, keyed)
     path = f"/api/v1/posts/{created['id']}"
     call("PATCH /api/v1/posts/{id}", "PATCH", path, {"title": "Budgeted again"}, auth)
     call("POST /api/v1/posts/{id}/comments", "POST", f"{path}/comments", {"body": "Counted."}, auth)

@@ -7,7 +7,7 @@ from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
 from flask import Blueprint, Response, request
-from flask_jwt_extended import get_jwt, get_jwt_identity, jwt_required
+from flask_jwt_extended import current_user, get_jwt, jwt_required
 
 from app.errors import ApiError, problem_response
 from app.extensions import jwt
@@ -33,7 +33,8 @@ def forbidden(detail: str) -> ApiError:
 
 
 def current_author_id() -> int:
-    return int(get_jwt_identity())
+    """The id of the author the request's token names (loaded and checked by `_token_author`)."""
+    return int(current_user.id)
 
 
 def editor_required(view: Callable[P, R]) -> Callable[P, R]:
@@ -70,10 +71,17 @@ def issue_token() -> Response:
 @rate_limited("auth", _by_address)
 @jwt_required(refresh=True)
 def refresh_token() -> Response:
-    tokens = auth.refresh_access(get_jwt_identity())
+    tokens = auth.refresh_access(current_user)
     if tokens is None:
         raise unauthorized("This account can no longer sign in.", "invalid_token")
     return json_response(tokens)
+
+
+@jwt.user_lookup_loader
+def _token_author(header: dict[str, Any], payload: dict[str, Any]) -> Any:
+    """Every authenticated request: the token's author must exist (None -> 401 below), so a token
+    that outlived its account, or a subject that is not an author id, writes nothing."""
+    return auth.token_author(payload.get("sub"))
 
 
 # Every way a token can be missing or refused answers the contract's problem+json (401); the

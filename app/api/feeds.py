@@ -8,6 +8,7 @@ from flask import Blueprint, Response
 
 from app.extensions import cursors
 from app.http.cached import cached_page
+from app.pagination import position_params
 from app.schemas.params import feed_query, query_params
 from app.services import popular as popular_svc
 from app.services.posts import ScopeKind, feed_page, feed_scope
@@ -31,7 +32,15 @@ def _feed(kind: ScopeKind, key: str | None = None) -> Response:
     after = cursors.decode(params.get("cursor"), scope)
     compute = lambda: feed_page(feed_scope(kind, key), after, params["limit"])  # noqa: E731
     return cached_page(
-        f"feed/{namespace}", [namespace], params, "feed", compute, scope=scope, after=after, growing="prev"
+        f"feed/{namespace}",
+        [namespace],
+        params,
+        "feed",
+        compute,
+        scope=scope,
+        after=after,
+        growing="prev",
+        key_params=position_params(params, after),
     )
 
 
@@ -60,11 +69,11 @@ def popular() -> Response:
     """Hottest posts from the current snapshot; a cursor keeps walking the snapshot it came from."""
     params = query_params(feed_query)
     after = cursors.decode(params.get("cursor"), "popular")
-    snapshot = popular_svc.snapshot_for(time.time()) if after is None else popular_svc.cursor_snapshot(after)
+    snapshot = popular_svc.serving_snapshot(time.time()) if after is None else popular_svc.cursor_snapshot(after)
     compute = lambda: popular_svc.popular_page(snapshot, after, params["limit"])  # noqa: E731
-    # Any post change bumps "feed", which covers every post a ranking can show. On the primary:
-    # the first request of an interval writes the snapshot its page then reads.
-    key_params = {**params, "snapshot": snapshot}
+    # Any post change bumps "feed", which covers every post a ranking can show. Computed on the
+    # primary: a snapshot built ahead is read back by the page that names it.
+    key_params = {**position_params(params, after), "snapshot": snapshot}
     return cached_page(
         "popular",
         ["feed"],

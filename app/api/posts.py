@@ -7,6 +7,7 @@ from flask import Blueprint, Response
 from app.extensions import cursors
 from app.http.cached import cached_json, cached_page
 from app.http.render import pick, pick_all
+from app.pagination import position_params
 from app.schemas.params import bulk_posts_query, comments_query, post_query, query_params
 from app.services import posts
 from app.services.comments import comments_page
@@ -38,5 +39,13 @@ def post_comments(post_id: int) -> Response:
     compute = lambda: comments_page(post_id, after, params["limit"])  # noqa: E731
     namespaces = [f"post:{post_id}", f"comments:{post_id}"]
     return cached_page(
-        f"comments/{post_id}", namespaces, params, "post", compute, scope=scope, after=after, growing=None
+        f"comments/{post_id}",
+        namespaces,
+        params,
+        "post",
+        compute,
+        scope=scope,
+        after=after,
+        growing=None,
+        key_params=position_params(params, after),
     )

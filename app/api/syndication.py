@@ -15,6 +15,7 @@ from app.cache.entries import Rendered
 from app.extensions import cursors
 from app.http.cached import cached
 from app.http.render import rendered_feed_document
+from app.pagination import position_params
 from app.schemas.params import page_query, query_params
 from app.services import directory
 from app.services.posts import FeedScope, ScopeKind, feed_page
@@ -36,7 +37,7 @@ def _syndicate(fmt: Format, kind: ScopeKind, key: str | None = None) -> Response
         page = feed_page(scope_of, after, params["limit"], with_body=True)  # the body is the entries' content
         return rendered_feed_document(fmt, page, scope, after, params, path, None if ref is None else ref[1])
 
-    return cached(f"feed.{fmt}/{namespace}", [namespace], params, "feed", compute)
+    return cached(f"feed.{fmt}/{namespace}", [namespace], position_params(params, after), "feed", compute)
 
 
 @bp.get("/feed.json")

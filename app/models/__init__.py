@@ -5,6 +5,7 @@ from __future__ import annotations
 from app.models.author import Author
 from app.models.comment import Comment
 from app.models.event import PostEvent
+from app.models.idempotency import IdempotencyKey
 from app.models.outbox import CacheOutbox
 from app.models.popular import PopularRank, PopularSnapshot
 from app.models.post import Post, PostTag
@@ -16,6 +17,7 @@ __all__ = [
     "CacheOutbox",
     "Category",
     "Comment",
+    "IdempotencyKey",
     "PopularRank",
     "PopularSnapshot",
     "Post",

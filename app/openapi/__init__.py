@@ -62,6 +62,17 @@ minute per author. Limited endpoints carry `RateLimit-Policy` and `RateLimit`
 (draft-ietf-httpapi-ratelimit-headers); past the quota, `429 rate_limited` with `Retry-After`.
 Public reads are limited at the edge.
 
+**Idempotency keys.** `POST /posts` and `POST /posts/{post_id}/comments` take an `Idempotency-Key`
+header (IETF httpapi draft, as Stripe does it): a quoted string of 1-255 printable ASCII characters,
+unique per write, e.g. `Idempotency-Key: "8e03978e-40d5-43e8-bc93-6894a57f9324"`. Repeat the
+request with the same key and body as often as needed (a timeout, a reset, a 502/503): the first
+request that commits is the only write, and every repetition gets its answer again (status, body,
+`Location`) with `Idempotent-Replayed: true`, without counting against the rate limit. The same key
+with another body or path is `422 idempotency_key_reused`; while the first request is still in
+progress, `409 idempotency_key_in_use` (with `Retry-After`). A request that failed wrote nothing
+and can be retried with its key. Keys are kept 24 hours per author. Without a key, a write whose
+outcome the edge cannot know is `502 outcome_unknown` (no `Retry-After`): check before repeating it.
+
 **Request ids.** Every response carries `X-Request-ID`: yours if you sent a valid one (1-128
 printable ASCII characters), else a generated one. It is in every log line of the request.
 
@@ -105,6 +116,14 @@ _PARAMETERS: dict[str, dict[str, Any]] = {
         "name": "If-Modified-Since",
         "description": "An HTTP-date (ignored when If-None-Match is sent).",
         "schema": {"type": "string"},
+    },
+    "Idempotency-Key": {
+        "in": "header",
+        "name": "Idempotency-Key",
+        "description": 'Makes this write safe to repeat: a Structured Field String (`"..."`, 1-255 printable ASCII '
+        "characters; a bare token is accepted too), unique per write. A repetition with the same key and body "
+        "gets the first answer again and writes nothing; kept 24 h per author.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 257},
     },
     "X-Request-ID": {
         "in": "header",

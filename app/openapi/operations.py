@@ -65,6 +65,10 @@ _HEADERS: dict[str, dict[str, Any]] = {
     },
     "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer", "minimum": 1}},
     "Location": {"description": "URL of the created resource.", "schema": {"type": "string"}},
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the stored answer of an earlier request with the same Idempotency-Key.",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
     "WWW-Authenticate": {"description": 'RFC 6750 challenge: `Bearer realm="readwire"`.', "schema": {"type": "string"}},
 }
 _PUBLIC = ("Access-Control-Allow-Origin", "Access-Control-Expose-Headers")
@@ -161,9 +165,12 @@ def write(
     forbidden: str | None = None,
     security: str = "bearer",
     extra: tuple[str, ...] = (),
+    keyed: bool = False,
 ) -> dict[str, Any]:
-    """An authenticated write (rate-limited per author) or a token request (per address)."""
-    ok_headers = headers(*_RATED, *extra, *_PUBLIC, required=(*_RATED, *extra))
+    """An authenticated write (rate-limited per author) or a token request (per address);
+    `keyed`: it takes an Idempotency-Key."""
+    replayed = ("Idempotent-Replayed",) if keyed else ()
+    ok_headers = headers(*_RATED, *extra, *replayed, *_PUBLIC, required=(*_RATED, *extra))
     ok: dict[str, Any] = {"description": summary, "headers": ok_headers}
     if schema is not None:
         ok["content"] = {JSON: {"schema": schema}}
@@ -175,12 +182,23 @@ def write(
         responses["403"] = problem(f"`forbidden`: {forbidden}")
     if missing:
         responses["404"] = problem(f"`not_found`: {missing}", *_RATED)
+    if keyed:
+        responses["400"] = problem("`invalid_json`: the body is not JSON; `invalid_idempotency_key`.")
+        responses["409"] = problem(
+            "`idempotency_key_in_use`: a request with this key is still in progress.",
+            "Retry-After",
+            required=("Retry-After",),
+        )
     if body is not None:  # the body checks (a DELETE or a refresh sends none, and none is read)
         responses.update(
             {
                 "413": problem("`payload_too_large`: the body is over 1 MiB.", *_RATED),
                 "415": problem("`unsupported_media_type`: send application/json.", *_RATED),
-                "422": problem("`validation_failed`: the body breaks the schema (`errors` per field).", *_RATED),
+                "422": problem(
+                    "`validation_failed`: the body breaks the schema (`errors` per field)"
+                    + ("; `idempotency_key_reused`: the key was used for another request." if keyed else "."),
+                    *_RATED,
+                ),
             }
         )
     responses.update(
@@ -195,7 +213,7 @@ def write(
         "summary": summary,
         "description": description,
         "tags": [tag],
-        "parameters": ["X-Request-ID"],
+        "parameters": ["X-Request-ID", *(["Idempotency-Key"] if keyed else [])],
         "responses": responses,
     }
     operation["security"] = [{security: []}] if security else []
@@ -415,6 +433,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         schema=doc.WrittenPost,
         forbidden="only editors may write posts.",
         extra=("Location",),
+        keyed=True,
     ),
     "writes.update_post": write(
         "Edit, publish or unpublish a post",
@@ -444,6 +463,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         status=201,
         schema=doc.WrittenComment,
         missing="no published post with this id",
+        keyed=True,
     ),
     "health.healthz": plain(
         "Liveness: the process is up", "Operations", JSON, doc.Health, responses={"4XX": _PROBE_4XX}

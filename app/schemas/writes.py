@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from flask import Request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from werkzeug.exceptions import HTTPException
 
 from app.errors import ApiError, validation_failed
 from app.models.post import STATUSES
@@ -121,14 +122,32 @@ def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
     return {prefix or "_schema": [str(item) for item in items]}
 
 
+def read_body(request: Request) -> bytes:
+    """The request body (kept on the request, so it can be read again): 413 past MAX_BODY_BYTES,
+    400 when the server could not de-chunk it."""
+    # A Content-Length past the limit is refused before reading. A chunked body has none, and
+    # the stream then stops quietly at the limit: read one byte more, so a body cut short there
+    # is told from one that ended there (413, not the 400 a truncated document would get).
+    request.max_content_length = MAX_BODY_BYTES + 1
+    try:
+        body = request.get_data(cache=True)
+    except HTTPException:  # 413 (Content-Length past the limit), client gone
+        raise
+    except Exception:  # the server could not de-chunk it (gunicorn raises its own ParseException types)
+        raise ApiError(400, "bad_request", "The request body is not validly framed.", title="Bad request") from None
+    if len(body) > MAX_BODY_BYTES:
+        raise ApiError(413, "payload_too_large", "The request body is larger than 1 MiB.", title="Payload too large")
+    return body
+
+
 def load_json(schema: Schema, request: Request) -> dict[str, Any]:
     """The request's JSON object validated by `schema`: 415 for another media type, 413 when
     too large, 400 for malformed JSON, 422 for a body that breaks the schema."""
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
-    request.max_content_length = MAX_BODY_BYTES  # read below raises 413 past this
+    body = read_body(request)
     try:
-        payload = orjson.loads(request.get_data(cache=False))
+        payload = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise ApiError(400, "invalid_json", "The body is not valid JSON.", title="Invalid JSON") from None
     try:

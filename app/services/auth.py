@@ -1,7 +1,9 @@
 """Accounts and tokens: password checks, JWT issue/refresh, and editor accounts for the CLI.
 
-Identity in every token is the author id as a string; access tokens carry the role as a
-claim, so writes need no lookup to authorize. Refreshing re-reads the role from the database.
+Identity in every token is the author id as a canonical decimal string; access tokens carry the
+role as a claim, so writes need no role lookup. Every authenticated request loads the author the
+token names (`token_author`): a token whose account is gone, or whose subject is not an id this
+server issues, is refused (401) before anything is written. Refreshing re-reads the role.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db
 from app.models import Author
+from app.models.types import MAX_ID
 
 USERNAME_PATTERN = re.compile(r"^[a-z0-9_]{1,40}$")
 PASSWORD_MIN, PASSWORD_MAX = 8, 1024
@@ -99,12 +102,33 @@ def sign_in(username: str, password: str) -> dict[str, Any] | None:
     return {key: tokens[key] for key in ("access_token", "refresh_token", "token_type", "expires_in")}
 
 
-def refresh_access(identity: str) -> dict[str, Any] | None:
-    """A new access token for a refresh token's identity, with the role as it is now.
+def author_id_of(identity: object) -> int | None:
+    """The author id a token subject names, if it is one exactly as issued (`str(id)`): no sign,
+    space, leading zero or non-ASCII digit, in range. Anything else names nobody."""
+    if not isinstance(identity, str) or not (identity.isascii() and identity.isdigit()):
+        return None
+    author_id = int(identity)
+    return author_id if 0 < author_id <= MAX_ID and str(author_id) == identity else None
 
-    None when the account no longer exists or can no longer sign in (password removed).
+
+def token_author(identity: object) -> Author | None:
+    """The author a token names, or None when it names none (malformed or deleted account).
+
+    The row is locked FOR KEY SHARE until the request's transaction ends, the lock the write's own
+    foreign keys would take: the account cannot be deleted between this check and the commit.
     """
-    author = db.session.get(Author, int(identity)) if identity.isascii() and identity.isdigit() else None
-    if author is None or author.password_hash is None:
+    author_id = author_id_of(identity)
+    if author_id is None:
+        return None
+    query = select(Author).where(Author.id == author_id).with_for_update(read=True, key_share=True)
+    return db.session.execute(query).scalar_one_or_none()
+
+
+def refresh_access(author: Author) -> dict[str, Any] | None:
+    """A new access token for a refresh token's author, with the role as it is now.
+
+    None when the account can no longer sign in (password removed).
+    """
+    if author.password_hash is None:
         return None
     return _access_token(author)

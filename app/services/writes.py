@@ -41,6 +41,7 @@ from app.exceptions import Forbidden, Invalid, NotFound
 from app.extensions import db
 from app.models import Author, Category, Comment, Post, PostTag, Tag
 from app.models.types import MAX_ID, utcnow
+from app.services import idempotency
 from app.services.items import author_item, comment_item
 from app.services.posts import get_post
 
@@ -198,8 +199,10 @@ def create_post(author_id: int, data: dict[str, Any]) -> dict[str, Any]:
     _insert(post)
     hidden = Footprint(False, author_id, post.category_id, frozenset())
     _apply(post, hidden, {}, tag_ids or frozenset())
+    detail = _detail(post)  # read in the transaction that wrote it, so it can be kept with an idempotency key
+    idempotency.record_answer(detail)
     db.session.commit()
-    return _detail(post)
+    return detail
 
 
 def update_post(author_id: int, post_id: int, changes: dict[str, Any]) -> dict[str, Any]:
@@ -255,5 +258,6 @@ def add_comment(author_id: int, post_id: int, body: str) -> dict[str, Any]:
         comment.body,
         comment.created_at,
     )
+    idempotency.record_answer(item)
     db.session.commit()
     return item

@@ -9,10 +9,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_jwt_extended import create_access_token, decode_token
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.extensions import db
-from app.models import Author
+from app.models import Author, CacheOutbox, Comment, Post
 from app.services import auth as auth_service
 from tests.api.helpers import assert_problem
 
@@ -197,3 +197,48 @@ def test_create_editor_refuses_bad_input(
     result = app.test_cli_runner().invoke(args=["create-editor", username], input=typed)
     assert result.exit_code != 0
     assert db.session.execute(select(Author).where(Author.username == username)).first() is None
+
+
+# --- tokens whose subject is not (or no longer) an author ----------------------------------------
+
+WRITES = [
+    ("POST", "/api/v1/posts", {"title": "Ghost", "summary": "s", "body": "b", "category": "technology"}),
+    ("PATCH", "/api/v1/posts/{post}", {"title": "Ghost edit"}),
+    ("DELETE", "/api/v1/posts/{post}", None),
+    ("POST", "/api/v1/posts/{post}/comments", {"body": "Ghost comment"}),
+]
+
+
+def _row_counts() -> tuple[int, int, int]:
+    return tuple(  # type: ignore[return-value]
+        db.session.execute(select(func.count()).select_from(table)).scalar_one()
+        for table in (Post.__table__, Comment.__table__, CacheOutbox.__table__)
+    )
+
+
+def _refused_everywhere(client: FlaskClient, token: str, post_id: int) -> None:
+    before = _row_counts()
+    for method, path, body in WRITES:
+        response = client.open(path.format(post=post_id), method=method, json=body, headers=bearer(token))
+        assert_problem(response, 401, "unauthorized")
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="readwire", error="invalid_token"'
+    assert _row_counts() == before  # nothing written, not even an outbox row
+    title = db.session.execute(select(Post.title).where(Post.id == post_id)).scalar_one()
+    assert title != "Ghost edit"
+
+
+def test_a_deleted_authors_valid_token_is_401_on_every_write(client: FlaskClient, cheap_hashes: None) -> None:
+    post_id = db.session.execute(select(Post.id).where(Post.visible).limit(1)).scalar_one()
+    ghost = auth_service.create_author("soon_gone", "Soon Gone", PASSWORD, role="editor")
+    token = sign_in(client, "soon_gone")["access_token"]
+    assert can_write(client, token)
+    db.session.delete(ghost)
+    db.session.commit()
+    _refused_everywhere(client, str(token), post_id)
+
+
+@pytest.mark.parametrize("sub", ["abc", "1.5", "-1", "", " 1", "0x1", "١", "99999999999999999999999", "007"])
+def test_a_token_whose_subject_is_not_an_author_id_is_401(client: FlaskClient, sub: str) -> None:
+    post_id = db.session.execute(select(Post.id).where(Post.visible).limit(1)).scalar_one()
+    token = create_access_token(sub, additional_claims={"role": "editor"})
+    _refused_everywhere(client, token, post_id)

@@ -150,6 +150,12 @@ def test_every_problem_code_in_the_code_is_in_the_enum() -> None:
         used |= set(re.findall(r'ApiError\(\s*\d{3},\s*"(\w+)"', path.read_text()))
         used |= set(re.findall(r'^\s+\d{3}: "(\w+)",$', path.read_text(), re.MULTILINE))
     assert used, "the scan found nothing: the patterns no longer match the code"
+    # Nginx's and gunicorn's own problem+json answers (nginx.conf, gunicorn.conf.py) too.
+    served = set(re.findall(r'"code":"(\w+)"', (APP_DIR.parent / "nginx.conf").read_text()))
+    gunicorn_conf = (APP_DIR.parent / "gunicorn.conf.py").read_text()
+    served |= set(re.findall(r'^\s+\d{3}: \("(\w+)"', gunicorn_conf, re.MULTILINE))
+    assert {"header_too_large", "uri_too_long", "not_implemented"} <= served, served
+    used |= served
     assert used <= set(PROBLEM_CODES), used - set(PROBLEM_CODES)
 
 

@@ -3,8 +3,11 @@ edits and deletes shown at once, one snapshot per interval, constant SQL per pag
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -14,7 +17,9 @@ from sqlalchemy import func, select, text, update
 from app.api import feeds as feeds_view
 from app.extensions import db
 from app.models import PopularRank, PopularSnapshot, Post
+from devstack.stack import wait_until
 from tests.api.helpers import get_ok, links, walk
+from tests.conftest import build_app, migrate_and_seed
 
 POPULAR = "/api/v1/popular"
 
@@ -153,3 +158,101 @@ def test_pages_are_a_constant_number_of_statements(client: FlaskClient, statemen
         response = get_ok(client, url)
         assert len(statements) == 3, statements  # snapshot still there, the page, its tags
         url = links(response)["next"]
+
+
+# --- snapshots built ahead: no request waits for a ranking (committed data, threads) -----------
+
+
+@pytest.fixture(scope="module")
+def ahead_db(make_database) -> str:  # type: ignore[no-untyped-def]
+    url = make_database("readwire_popular_ahead")
+    migrate_and_seed(build_app(url), 300, seed=5)
+    return url
+
+
+@pytest.fixture
+def ahead_app(ahead_db: str) -> Iterator[Flask]:
+    application = build_app(ahead_db, POPULAR_BUILD_AHEAD=2, POPULAR_INTERVAL=4)
+    with application.app_context():
+        db.session.execute(text("DELETE FROM popular_snapshots"))
+        db.session.commit()
+    yield application
+    with application.app_context():
+        db.engine.dispose()
+
+
+def _snapshot_ids(app: Flask) -> list[int]:
+    with app.app_context():
+        ids = list(db.session.execute(select(PopularSnapshot.id).order_by(PopularSnapshot.id)).scalars())
+        db.session.remove()
+        return ids
+
+
+def _cursor_snapshot(app: Flask, body: dict[str, Any]) -> int:
+    from app.extensions import cursors
+    from app.services.popular import cursor_snapshot
+
+    with app.app_context():
+        cursor = cursors.codec().decode(body["meta"]["next_cursor"], "popular")
+        return cursor_snapshot(cursor)
+
+
+def test_a_missing_snapshot_is_built_in_the_background_while_the_previous_one_is_served(
+    ahead_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.services import popular
+
+    client = ahead_app.test_client()
+    first = get_ok(client, f"{POPULAR}?limit=5").get_json()  # an empty table: this one request computes
+    served = _cursor_snapshot(ahead_app, first)
+    assert _snapshot_ids(ahead_app) == [served]
+    slow_build = threading.Event()
+    real = popular.ensure_snapshot
+
+    def slow(snapshot_id: int, now: float) -> None:
+        slow_build.wait(30)  # a ranking that takes long to compute
+        real(snapshot_id, now)
+
+    monkeypatch.setattr(popular, "ensure_snapshot", slow)
+    monkeypatch.setattr(feeds_view, "time", ShiftedClock(8))  # two intervals later: no builder ran
+    started = time.monotonic()
+    later = get_ok(client, f"{POPULAR}?limit=5").get_json()
+    assert time.monotonic() - started < 2.0  # not waiting for the build
+    assert _cursor_snapshot(ahead_app, later) == served  # the previous snapshot, its cursors too
+    assert later["data"] == first["data"]
+    slow_build.set()
+    assert wait_until(lambda: len(_snapshot_ids(ahead_app)) == 2, 30), "the background build never finished"
+    newer = _snapshot_ids(ahead_app)[-1]
+    assert newer > served and newer % 4 == 0  # the current interval's, clock-aligned
+    assert wait_until(lambda: _cursor_snapshot(ahead_app, get_ok(client, POPULAR).get_json()) >= newer, 10)
+
+
+def test_the_builder_makes_each_snapshot_before_its_interval_and_once(ahead_app: Flask) -> None:
+    """Two builders (two processes' worth): every snapshot exists before its interval starts,
+    and the advisory lock makes one of them compute it."""
+    from app.services.popular import build_ahead_forever
+
+    other = build_app(ahead_app.config["SQLALCHEMY_DATABASE_URI"], POPULAR_BUILD_AHEAD=2, POPULAR_INTERVAL=4)
+    stop = threading.Event()
+    builders = [threading.Thread(target=build_ahead_forever, args=(a, stop), daemon=True) for a in (ahead_app, other)]
+    for builder in builders:
+        builder.start()
+    try:
+        time.sleep((int(time.time()) // 4 + 1) * 4 - time.time() + 0.1)  # a whole interval ahead of each check
+        for _ in range(2):
+            upcoming = (int(time.time()) // 4 + 1) * 4
+            time.sleep(max(0.0, upcoming - 0.5 - time.time()))  # just before the interval starts
+            assert upcoming in _snapshot_ids(ahead_app), (upcoming, _snapshot_ids(ahead_app))
+            time.sleep(max(0.0, upcoming + 0.1 - time.time()))
+            with ahead_app.app_context():
+                computed = db.session.get(PopularSnapshot, upcoming).computed_at  # type: ignore[union-attr]
+                db.session.remove()
+            assert computed == datetime.fromtimestamp(upcoming, UTC)  # ranked as of its interval's start
+            client = ahead_app.test_client()
+            assert _cursor_snapshot(ahead_app, get_ok(client, POPULAR).get_json()) == upcoming
+    finally:
+        stop.set()
+        for builder in builders:
+            builder.join(10)
+        with other.app_context():
+            db.engine.dispose()

@@ -11,6 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from app.config import load_settings
 from app.extensions import db, limiter
 from app.models import Category, Post
 from app.ratelimit import Quota, client_address
@@ -96,11 +97,24 @@ def test_unauthenticated_writes_are_refused_before_counting(client: FlaskClient)
     assert response.status_code == 401 and "RateLimit" not in response.headers
 
 
+def proxies() -> object:
+    """TRUSTED_PROXIES as the settings parse it from the environment."""
+    return load_settings({"SQLALCHEMY_DATABASE_URI": "postgresql://h/db", "SECRET_KEY": "s"})["TRUSTED_PROXIES"]
+
+
 def test_client_address_trusts_only_the_configured_proxy_hops(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     forwarded = {"X-Forwarded-For": "203.0.113.9, 10.0.0.7"}  # client-supplied, then what Nginx appended
+    monkeypatch.setitem(app.config, "TRUSTED_PROXIES", proxies())
     with app.test_request_context(headers=forwarded, environ_base={"REMOTE_ADDR": "127.0.0.1"}):
-        assert client_address() == "127.0.0.1"  # no trusted proxy: the header is ignored
+        assert client_address() == "127.0.0.1"  # no trusted hop: the header is ignored
         monkeypatch.setitem(app.config, "TRUSTED_PROXY_HOPS", 1)
+        assert client_address() == "127.0.0.1"  # no trusted proxy address: still ignored
+        monkeypatch.setenv("TRUSTED_PROXIES", "10.9.0.0/16, 127.0.0.1")
+        monkeypatch.setitem(app.config, "TRUSTED_PROXIES", proxies())
         assert client_address() == "10.0.0.7"  # the address Nginx saw, not the forgeable first entry
         monkeypatch.setitem(app.config, "TRUSTED_PROXY_HOPS", 3)
         assert client_address() == "127.0.0.1"  # fewer entries than hops: fall back to the peer
+    monkeypatch.setitem(app.config, "TRUSTED_PROXY_HOPS", 1)
+    for peer, seen in (("10.9.3.4", "10.0.0.7"), ("10.8.3.4", "10.8.3.4"), ("::1", "::1"), ("", "unknown")):
+        with app.test_request_context(headers=forwarded, environ_base={"REMOTE_ADDR": peer}):
+            assert client_address() == seen, peer

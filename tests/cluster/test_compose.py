@@ -138,6 +138,9 @@ def test_app_nodes_and_their_edge() -> None:
         assert env["REDIS_SENTINELS"] == "sentinel-1:26379,sentinel-2:26379,sentinel-3:26379"
         assert env["REDIS_SENTINEL_MASTER"] == settings["REDIS_SENTINEL_MASTER"]
         assert env["WEB_CONCURRENCY"] == settings["CLUSTER_WEB_CONCURRENCY"]
+        # X-Forwarded-For is trusted from the cluster's edge only (issue 12 item 6).
+        assert env["TRUSTED_PROXIES"] == services["nginx-cluster"]["networks"]["default"]["ipv4_address"]
+        assert "FORWARDED_ALLOW_IPS" not in env
         needs = _depends(node)
         assert needs["migrate"] == "service_completed_successfully"
         assert all(needs[s] == "service_healthy" for s in ("postgres", "postgres-replica", "redis", "sentinel-1"))

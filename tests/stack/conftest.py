@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 STACK_POSTS = 300
 WORKERS = 3  # several workers: killing one must leave others to take the retried requests
 OUTBOX_SWEEP = 1.0
+POPULAR_INTERVAL = 10
 
 
 @dataclass
@@ -101,6 +103,9 @@ def _stack_env(root: Path) -> dict[str, str]:
             "NGINX_WORKER_PROCESSES": "2",
             "ACCESS_LOG": "json",  # the request-id test reads it
             "OUTBOX_SWEEP_INTERVAL": str(OUTBOX_SWEEP),
+            # /popular snapshots every 10 s, each built 5 s ahead (tests/stack/test_popular.py).
+            "POPULAR_INTERVAL": str(POPULAR_INTERVAL),
+            "POPULAR_BUILD_AHEAD": "5",
         }
     )
     return env
@@ -184,6 +189,7 @@ class Load:
         self.stopping = threading.Event()
         self.result = LoadResult()
         self._lock = threading.Lock()
+        self._answered = threading.Condition(self._lock)  # notified on every status or error
 
     def _run(self, offset: int) -> None:
         conn: http.client.HTTPConnection | None = None
@@ -199,23 +205,33 @@ class Load:
                 conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
                 conn.request("GET", path)
                 resp = conn.getresponse()
-                resp.read()
-                with self._lock:
+                body = resp.read()
+                with self._answered:
                     self.result.statuses[resp.status] += 1
-                    if resp.status != 200:
-                        self.result.failures.append(f"{resp.status} {path}")
+                    if resp.status != 200:  # what answered it and why: the problem's detail, the edge's cache
+                        where = f"X-Cache-Status={resp.getheader('X-Cache-Status')} X-App-Cache={resp.getheader('X-App-Cache')}"
+                        self.result.failures.append(f"{resp.status} {path} {where} {body[:300]!r}")
+                    self._answered.notify_all()
                 if resp.will_close:
                     conn.close()
                     conn = None
             except (OSError, http.client.HTTPException) as exc:
-                with self._lock:
+                with self._answered:
                     self.result.errors[type(exc).__name__] += 1
                     self.result.failures.append(f"{type(exc).__name__} {path}")
+                    self._answered.notify_all()
                 if conn is not None:
                     conn.close()
                 conn = None
         if conn is not None:
             conn.close()
+
+    def wait_for_answers(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` more requests than now have come back (an answer or a transport
+        error): progress, whatever the machine's speed, instead of a request total in a time."""
+        with self._answered:
+            target = self.result.total + count
+            return self._answered.wait_for(lambda: self.result.total >= target, timeout)
 
     def __enter__(self) -> Load:
         for t in self.threads:
@@ -234,3 +250,37 @@ wait_for = wait_until  # poll a condition until it holds or the timeout passes (
 def at_second_start() -> None:
     """Sleep until just after a wall-clock second boundary (Nginx keeps cache times in seconds)."""
     time.sleep(1 - time.time() % 1 + 0.005)
+
+
+EDITOR_PASSWORD = "stack-test-password-0123"
+
+
+def create_editor(stack: StackInfo) -> str:
+    """A new editor account on the stack (`flask create-editor`); returns its username."""
+    username = f"editor{uuid.uuid4().hex[:8]}"
+    res = subprocess.run(
+        [str(Path(sys.executable).parent / "flask"), "--app", "app", "create-editor", username],
+        input=f"{EDITOR_PASSWORD}\n{EDITOR_PASSWORD}\n",
+        cwd=REPO,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    return username
+
+
+def sign_in(stack: StackInfo, username: str) -> str:
+    signed = request(
+        stack.port("nginx"), "/api/v1/auth/token", "POST", body={"username": username, "password": EDITOR_PASSWORD}
+    )
+    assert signed.status == 200, signed.body
+    access: str = signed.json()["access_token"]
+    return access
+
+
+@pytest.fixture(scope="session")
+def editor_token(stack: StackInfo) -> str:
+    """An editor's access token (valid 15 minutes: the stack tests take less)."""
+    return sign_in(stack, create_editor(stack))

@@ -1,13 +1,23 @@
 """A gunicorn app for tests/stack only: the real app plus a route that sleeps inside PostgreSQL,
-through the app's own SQLAlchemy pool and psycopg connections."""
+through the app's own SQLAlchemy pool and psycopg connections, and a slow boot on demand."""
 
 from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
 
 from flask import request
 from sqlalchemy import text
 
 from app import create_app
 from app.extensions import db
+
+# A worker loading this app first sleeps the seconds written in this file, if it exists: a slow
+# boot (a busy machine) on demand, e.g. for the workers a reload starts.
+_boot_delay = Path(os.environ.get("SLOW_APP_BOOT_DELAY_FILE", "/nonexistent"))
+if _boot_delay.exists():
+    time.sleep(float(_boot_delay.read_text()))
 
 app = create_app()
 

@@ -4,6 +4,7 @@ answers problem+json."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -36,6 +37,52 @@ def test_render_fills_every_placeholder_and_refuses_missing_ones(tmp_path: Path)
     assert "${NGINX_" not in rendered and "$request_id" in rendered  # Nginx's own variables kept
     with pytest.raises(KeyError, match="NGINX_RATE"):
         render_nginx({k: v for k, v in values.items() if k != "NGINX_RATE"})
+
+
+def _directives(conf: str) -> list[tuple[tuple[str, ...], str, str]]:
+    """Every simple directive of a rendered nginx.conf as (enclosing blocks, name, arguments)."""
+    found: list[tuple[tuple[str, ...], str, str]] = []
+    blocks: list[str] = []
+    for raw in conf.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("{"):
+            blocks.append(" ".join(line[:-1].split()))
+        elif line == "}":
+            blocks.pop()
+        elif match := re.fullmatch(r"([a-z_]+)\s+([^;]*);(\s*#.*)?", line):
+            found.append((tuple(blocks), match.group(1), match.group(2).strip()))
+    return found
+
+
+def _seconds(value: str) -> float:
+    return float(value.removesuffix("s"))
+
+
+def test_every_proxy_hop_closes_idle_connections_before_the_server_behind_it() -> None:
+    """Nginx reuses an idle upstream connection only while it is younger than the upstream's
+    keepalive_timeout; the server behind must keep it longer, or a request sent on it races that
+    server's close and fails without a retry (the edge's hop to the origin adapter retries
+    nothing: a 503, or a 502 outcome_unknown for a POST). Both hops: edge -> origin adapter (the
+    same Nginx, whose client keep-alive was cut to 20 s for slow clients) and origin -> gunicorn."""
+    settings = read_env_file()
+    conf = render_nginx(nginx_values({**settings, "NGINX_PORT": "1"}, Path("/s"), Path("/t"), Path("/l")))
+    directives = _directives(conf)
+
+    def value(blocks: tuple[str, ...], name: str) -> str | None:
+        return next((args for where, key, args in directives if where == blocks and key == name), None)
+
+    http_timeout = value(("http",), "keepalive_timeout")
+    origin_server = next(
+        where for where, key, args in directives if key == "listen" and args.endswith("origin.sock") and len(where) == 2
+    )
+    served_for = _seconds(value(origin_server, "keepalive_timeout") or http_timeout or "75s")
+    reused_for = _seconds(value(("http", "upstream origin"), "keepalive_timeout") or "60s")
+    assert reused_for < served_for, (reused_for, served_for)
+    gunicorn_keepalive = float(settings.get("GUNICORN_KEEPALIVE", "2"))
+    reused_for = _seconds(value(("http", "upstream gunicorn"), "keepalive_timeout") or "60s")
+    assert reused_for < gunicorn_keepalive, (reused_for, gunicorn_keepalive)
 
 
 def _compose_command() -> list[str] | None:
@@ -72,7 +119,12 @@ def test_docker_compose_config_is_valid_and_matches_the_template() -> None:
     file_settings = read_env_file()
     for name in ("app", "migrate"):
         environment = services[name]["environment"]
-        assert all(str(environment[key]) == value for key, value in file_settings.items()), name
+        kept = {key: value for key, value in file_settings.items() if name != "app" or key != "TRUSTED_PROXIES"}
+        assert all(str(environment[key]) == value for key, value in kept.items()), name
+    # ...except the trusted proxy: in containers, the Nginx service's fixed address.
+    edge = services["nginx"]["networks"]["default"]["ipv4_address"]
+    assert services["app"]["environment"]["TRUSTED_PROXIES"] == edge
+    assert "FORWARDED_ALLOW_IPS" not in services["app"]["environment"]  # it follows TRUSTED_PROXIES
     # ...and Nginx renders the same template with a value for every placeholder.
     nginx = services["nginx"]
     assert any(
@@ -109,6 +161,26 @@ def _edge_with_upstream_down(tmp_path: Path) -> None:
             assert response.headers["Content-Type"].startswith("application/problem+json")
             assert response.json()["code"] == "unavailable"
             assert response.headers["Retry-After"] == "5"
+        # A write that may have been applied is never answered with advice to retry it blindly.
+        body = {"title": "t"}
+        for method, path, key, status in [
+            ("POST", "/api/v1/posts", None, 502),
+            ("PATCH", "/api/v1/posts/1", None, 502),
+            ("POST", "/api/v1/posts/1/comments", None, 502),
+            ("POST", "/api/v1/posts", '"k1"', 503),  # keyed: a retry gets the first outcome
+            ("POST", "/api/v1/posts/1/comments", "k2", 503),
+            ("DELETE", "/api/v1/posts/1", None, 503),  # idempotent
+            ("POST", "/api/v1/auth/token", None, 503),  # writes nothing
+        ]:
+            headers = {"Idempotency-Key": key} if key else {}
+            response = request(port, path, method=method, body=body, headers=headers)
+            assert response.status == status, (method, path, key, response.status)
+            assert response.headers["Content-Type"] == "application/problem+json"
+            if status == 502:
+                assert response.json()["code"] == "outcome_unknown"
+                assert "Retry-After" not in response.headers
+            else:
+                assert response.json()["code"] == "unavailable" and response.headers["Retry-After"] == "5"
         (tmp_path / "static" / "page.json").write_bytes(b'{"data":[]}')
         static = request(port, "/_static/page.json")
         assert static.status == 200 and static.body == b'{"data":[]}'

@@ -3,44 +3,24 @@ outbox rows left by a worker that died mid-write are applied by the workers' swe
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.stack.conftest import OUTBOX_SWEEP, REPO, StackInfo, at_second_start, request, wait_for
+from tests.stack.conftest import OUTBOX_SWEEP, StackInfo, at_second_start, request, wait_for
 
 pytestmark = pytest.mark.slow  # stands up real servers (gunicorn, Nginx, PostgreSQL, Redis)
 
-PASSWORD = "stack-test-password-0123"
 EDGE_TTL = 1.0
 # Slack for the poll interval (20 ms) and the edge's refresh of the expired entry.
 EDGE_SLACK = 0.15
 
 
 @pytest.fixture(scope="module")
-def token(stack: StackInfo) -> str:
-    username = f"editor{uuid.uuid4().hex[:8]}"
-    res = subprocess.run(
-        [str(Path(sys.executable).parent / "flask"), "--app", "app", "create-editor", username],
-        input=f"{PASSWORD}\n{PASSWORD}\n",
-        cwd=REPO,
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert res.returncode == 0, res.stderr
-    signed = request(
-        stack.port("nginx"), "/api/v1/auth/token", method="POST", body={"username": username, "password": PASSWORD}
-    )
-    assert signed.status == 200, signed.body
-    access: str = signed.json()["access_token"]
-    return access
+def token(editor_token: str) -> str:
+    return editor_token
 
 
 def _title(port: int, post_id: int) -> tuple[str, str | None]:

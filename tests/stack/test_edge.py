@@ -143,3 +143,36 @@ def test_the_apps_own_429_passes_through_per_client(stack: StackInfo) -> None:
     assert int(limited.headers["Retry-After"]) >= 1
     # another client is not affected
     assert request(port, "/api/v1/auth/token", "POST", body=attempt, source="127.0.0.4").status == 401
+
+
+def test_cosmetic_cursor_edits_are_400_at_the_edge_not_cache_misses(stack: StackInfo) -> None:
+    """Each edit of a cursor used to be a new Nginx key, a new Redis key and a database query."""
+    port = stack.port("nginx")
+    cursor = request(port, "/api/v1/feed?limit=3").json()["meta"]["next_cursor"]
+    assert request(port, f"/api/v1/feed?limit=3&cursor={cursor}").status == 200
+    edits = [cursor + ".", cursor + "~", cursor + "*", cursor + "%3D", cursor + "%20", "%00" + cursor]
+    if set(cursor) & {"-", "_"}:
+        edits.append(cursor.replace("-", "%2B").replace("_", "%2F"))
+    for edit in edits:
+        response = request(port, f"/api/v1/feed?limit=3&cursor={edit}")
+        assert response.status == 400, (edit, response.status)
+        assert response.headers["Content-Type"] == "application/problem+json"
+        assert response.json()["code"] == "invalid_cursor"
+        assert response.headers["X-Cache-Status"] in {"MISS", "EXPIRED"}  # asked once, never stored as a page
+
+
+def test_forwarded_for_from_a_peer_that_is_not_a_trusted_proxy_is_ignored(stack: StackInfo) -> None:
+    """On gunicorn's port, a client that is not Nginx cannot pick its address with X-Forwarded-For:
+    its sign-in tries all count against its own address (10 a minute) whatever header it sends."""
+    port = stack.port("app")
+    attempt = {"username": "nobody", "password": "wrong"}
+    for source in ("127.0.0.6", "127.0.0.7"):  # the second only if a fixed window ended mid-burst
+        answers = [
+            request(port, "/api/v1/auth/token", "POST", body=attempt, source=source,
+                    headers={"X-Forwarded-For": f"198.51.100.{i}, 203.0.113.{i}"})
+            for i in range(11)
+        ]  # fmt: skip
+        if answers[10].status == 429:
+            break
+    assert [a.status for a in answers[:10]] == [401] * 10
+    assert answers[10].status == 429 and answers[10].json()["code"] == "rate_limited"

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import runpy
+import signal
 import subprocess
 import sys
 import threading
@@ -91,6 +92,34 @@ def test_slow_queries_overlap_on_one_gevent_worker(stack: StackInfo, tmp_path: P
     assert statuses == [200] * 10
     assert wall < 1.2, f"10 x pg_sleep(0.5) took {wall:.2f} s on one worker: the waits did not overlap"
     assert "psycopg wait=wait_poll" in log.read_text()
+
+
+BOOT = 15.0  # s a reload's new workers take to load the app (under gunicorn's 30 s boot timeout)
+
+
+def test_a_reload_keeps_the_old_workers_answering_until_the_new_ones_are_ready(
+    stack: StackInfo, tmp_path: Path
+) -> None:
+    """HUP, and the new workers take BOOT s to load the app (as on a busy machine): the old ones
+    keep accepting meanwhile, then their replacements retire them. gunicorn alone stops the old
+    ones at once, and for BOOT s nobody accepts (the 503s of issue 12's HUP test)."""
+    delay = tmp_path / "boot-delay"
+    env = {"WEB_CONCURRENCY": "2", "SLOW_APP_BOOT_DELAY_FILE": str(delay)}
+    with serve(stack, ["-c", CONF, SLOW_APP], tmp_path / "gunicorn.log", env) as (port, proc):
+        assert wait_for(lambda: len(children(proc.pid)) == 2, 30)
+        old = set(children(proc.pid))
+        delay.write_text(str(BOOT))
+        os.kill(proc.pid, signal.SIGHUP)
+        started = time.monotonic()
+        answered = 0
+        while time.monotonic() - started < BOOT / 2:  # the new workers are loading the app
+            assert request(port, "/healthz", timeout=BOOT / 3).status == 200  # a new connection each
+            answered += 1
+        assert answered and old <= set(children(proc.pid)), "the old workers did not keep serving"
+        # Once ready, each new worker retires an old one, and the worker count is back to 2.
+        assert wait_for(lambda: not old & set(children(proc.pid)) and len(children(proc.pid)) == 2, BOOT + 60)
+        assert request(port, "/healthz", timeout=10).status == 200
+    assert "Worker failed to boot" not in (tmp_path / "gunicorn.log").read_text()
 
 
 def test_a_blocking_c_wait_is_switched_to_the_cooperative_one(stack: StackInfo, tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from flask_jwt_extended import current_user
 
 from app.errors import ApiError
 from app.http.render import json_bytes
+from app.http.respond import with_root
 from app.schemas.writes import read_body
 from app.services import idempotency
 
@@ -113,7 +114,8 @@ def idempotent(
 
 
 def replayed(stored: idempotency.Stored) -> Response:
-    response = Response(stored.body, status=stored.status, mimetype="application/json")
+    """The first answer again; the API's own URLs in it get this request's root, as they did."""
+    response = Response(with_root(bytes(stored.body)), status=stored.status, mimetype="application/json")
     if stored.location:
         response.headers["Location"] = stored.location
     response.headers["Idempotent-Replayed"] = "true"

@@ -22,10 +22,12 @@ OUTCOME_HEADER = "X-App-Cache"  # what the page cache did, for clients and load 
 
 def json_response(payload: Any, status: int = 200) -> Response:
     """An uncached JSON answer; the API's own URLs in it (a post's `url`) get this request's root."""
-    body = json_bytes(payload)
-    if JSON_ROOT_URL in body:
-        body = body.replace(*_fill(root_url(), "application/json"))
-    return Response(body, status=status, mimetype="application/json")
+    return Response(with_root(json_bytes(payload)), status=status, mimetype="application/json")
+
+
+def with_root(body: bytes) -> bytes:
+    """A JSON body with its ROOT_URL placeholders (a post's `url`) filled with this request's root."""
+    return body.replace(*_fill(root_url(), "application/json")) if JSON_ROOT_URL in body else body
 
 
 def no_store(response: Response) -> Response:

@@ -39,19 +39,40 @@ def test_render_fills_every_placeholder_and_refuses_missing_ones(tmp_path: Path)
         render_nginx({k: v for k, v in values.items() if k != "NGINX_RATE"})
 
 
+def _opens_quote(line: str) -> bool:
+    """Whether a single-quoted argument starts on `line` and goes on past it (comments aside)."""
+    inside = False
+    for char in line:
+        if char == "'":
+            inside = not inside
+        elif char == "#" and not inside:
+            break
+    return inside
+
+
 def _directives(conf: str) -> list[tuple[tuple[str, ...], str, str]]:
     """Every simple directive of a rendered nginx.conf as (enclosing blocks, name, arguments)."""
     found: list[tuple[tuple[str, ...], str, str]] = []
     blocks: list[str] = []
+    quoted = ""  # a directive whose quoted argument spans lines (perl_set's 'sub { ... }')
     for raw in conf.splitlines():
         line = raw.strip()
-        if not line or line.startswith("#"):
+        if quoted:
+            quoted += " " + line
+            if not _opens_quote("'" + line):  # the quote closes on this line
+                line, quoted = quoted, ""
+            else:
+                continue
+        elif not line or line.startswith("#"):
+            continue
+        elif _opens_quote(line):
+            quoted = line
             continue
         if line.endswith("{"):
             blocks.append(" ".join(line[:-1].split()))
         elif line == "}":
             blocks.pop()
-        elif match := re.fullmatch(r"([a-z_]+)\s+([^;]*);(\s*#.*)?", line):
+        elif match := re.fullmatch(r"([a-z_]+)\s+(.*?);(\s*#.*)?", line):
             found.append((tuple(blocks), match.group(1), match.group(2).strip()))
     return found
 

@@ -88,13 +88,18 @@ def cpu_seconds(pid: int, with_children: bool = False) -> float:
 
 
 def tree_cpu(pid: int) -> float:
-    """A server and everything under it: the leader with its reaped children, and every live
-    descendant (gunicorn's worker, PostgreSQL's backends)."""
-    total, stack = cpu_seconds(pid, with_children=True), list(children(pid))
+    """A server and everything under it: the leader and every live descendant (gunicorn's
+    worker, PostgreSQL's backends), each with its reaped children. One pass over /proc."""
+    kids: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with suppress(OSError, IndexError, ValueError):
+                kids.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
+    total, stack = 0.0, [pid]
     while stack:
-        kid = stack.pop()
-        total += cpu_seconds(kid, with_children=True)
-        stack.extend(children(kid))
+        proc = stack.pop()
+        total += cpu_seconds(proc, with_children=True)
+        stack.extend(kids.get(proc, ()))
     return total
 
 

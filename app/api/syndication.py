@@ -32,7 +32,7 @@ def _syndicate(fmt: Format, kind: ScopeKind, key: str | None = None) -> Response
 
     def compute() -> Rendered:
         ref = None if key is None else directory.scope_ref(kind, key)
-        page = feed_page(FeedScope("all") if ref is None else FeedScope(kind, ref[0]), after, params["limit"])
+        page = feed_page(FeedScope("all") if ref is None else FeedScope(kind, ref[0], key), after, params["limit"])
         return rendered_feed_document(fmt, page, scope, after, params, path, None if ref is None else ref[1])
 
     return cached(f"feed.{fmt}/{namespace}", [namespace], params, "feed", compute)

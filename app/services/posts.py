@@ -2,8 +2,8 @@
 
 Hot paths select the columns they need with Core statements built once per shape (the
 compiled-statement cache then skips compilation), and build plain dicts: no ORM entities,
-no marshmallow dump. A page is at most three statements: scope lookup (in the view's
-service), the page itself, and the tags of the page's posts.
+no marshmallow dump. A page is two statements: the page itself and the tags of the page's
+posts; a scoped feed's id is looked up once per process (directory.known_scope_id).
 """
 
 from __future__ import annotations
@@ -46,12 +46,31 @@ LIST_COLUMNS = (
 class FeedScope:
     kind: ScopeKind
     id: int = 0
+    key: str | None = None
 
 
 def feed_scope(kind: ScopeKind, key: str | None) -> FeedScope:
     """The feed of one category, tag or author (by slug or username), or the global feed;
     NotFound when the scope does not exist."""
-    return FeedScope("all") if key is None else FeedScope(kind, directory.scope_id(kind, key))
+    return FeedScope("all") if key is None else FeedScope(kind, directory.known_scope_id(kind, key), key)
+
+
+# Per scope kind: its table and the column naming it in URLs.
+_SCOPE_NAMES = {"category": (Category, "slug"), "tag": (Tag, "slug"), "author": (Author, "username")}
+
+
+def _still_named(kind: ScopeKind) -> Any:
+    """The remembered scope id still carries its slug: a one-time filter of the page statement
+    (no round trip of its own). No endpoint renames a scope, but a row changed by hand must not
+    serve another scope's page under this one's name: the page comes back empty, and
+    feed_page asks for the id again."""
+    model, column = _SCOPE_NAMES[kind]
+    scope = model.__table__.alias("scope")
+    return (
+        select(scope.c.id)
+        .where(scope.c.id == bindparam("scope_id"), scope.c[column] == bindparam("scope_key"))
+        .exists()
+    )
 
 
 def with_joins(stmt: Select[*tuple[Any, ...]]) -> Select[*tuple[Any, ...]]:
@@ -74,6 +93,8 @@ def _feed_statement(kind: ScopeKind, direction: str) -> Select[*tuple[Any, ...]]
             stmt = stmt.where(Post.category_id == bindparam("scope_id"))
         elif kind == "author":
             stmt = stmt.where(Post.author_id == bindparam("scope_id"))
+    if kind != "all":
+        stmt = stmt.where(_still_named(kind))
     if direction == "next":
         stmt = stmt.where(tuple_(*key) < position).order_by(key[0].desc(), key[1].desc())
     else:
@@ -103,7 +124,13 @@ def feed_page(scope: FeedScope, after: Cursor | None, limit: int) -> Page:
     direction = after.direction if after else "next"
     position, item_id = (after.position, after.id) if after else TOP
     params = {"position": position, "item_id": item_id, "row_limit": limit + 1, "scope_id": scope.id}
+    if scope.key is not None:
+        params["scope_key"] = scope.key
     rows, has_more = page_rows(db.session.execute(_feed_statement(scope.kind, direction), params), limit, direction)
+    if not rows and scope.key is not None:  # empty: is the remembered id still the scope's?
+        current = directory.scope_id_changed(scope.kind, scope.key, scope.id)
+        if current is not None:
+            return feed_page(FeedScope(scope.kind, current, scope.key), after, limit)
     return Page(list_items(rows), has_more, direction, "published_at")
 
 

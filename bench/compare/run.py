@@ -141,13 +141,15 @@ def _http_ok(url: str) -> bool:
 
 
 @contextmanager
-def pinned_server(name: str, argv: list[str], env: dict[str, str], port: int, logs: Path) -> Iterator[Server]:
+def pinned_server(
+    name: str, argv: list[str], env: dict[str, str], port: int, logs: Path, cwd: Path = REPO
+) -> Iterator[Server]:
     """A server process on the server core in a session of its own, stopped at the end."""
     log = logs / f"{name}.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
             ["taskset", "-c", SERVER_CPU, *argv],
-            cwd=REPO,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -366,6 +368,18 @@ RATIOS = [
 ]
 
 
+def tree_ratios(name: str) -> list[tuple[str, tuple[str, str], tuple[str, str], float]]:
+    """The ratios of another Readwire tree (--tree): against the peer, and against this tree."""
+    return [
+        (f"miss, first pages: {name} / FastAPI", ("miss-first", name), ("miss-first", "fastapi"), 1.0),
+        (f"miss, deep pages: {name} / FastAPI", ("miss-deep", name), ("miss-deep", "fastapi"), 1.0),
+        (f"miss, first pages: Readwire / {name}", ("miss-first", "readwire"), ("miss-first", name), 0.0),
+        (f"miss, deep pages: Readwire / {name}", ("miss-deep", "readwire"), ("miss-deep", name), 0.0),
+        (f"hit: Readwire / {name}", ("hit", "readwire"), ("hit", name), 0.0),
+        (f"304: Readwire / {name}", ("304", "readwire"), ("304", name), 0.0),
+    ]
+
+
 def summarize(runs: list[Run], args: argparse.Namespace, meta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     def cell(target: str, server: str) -> list[Run]:
         return [r for r in runs if r.target == target and r.server == server]
@@ -381,7 +395,7 @@ def summarize(runs: list[Run], args: argparse.Namespace, meta: dict[str, Any]) -
     ]
     cells: dict[str, dict[str, Any]] = {}
     for target in ("miss-first", "miss-deep", "hit", "304"):
-        for server in ("readwire", "fastapi", "bare"):
+        for server in ("readwire", *meta["trees"], "fastapi", "bare"):
             mine = cell(target, server)
             if not mine:
                 continue
@@ -402,7 +416,7 @@ def summarize(runs: list[Run], args: argparse.Namespace, meta: dict[str, Any]) -
             )
     lines += ["", "| ratio (median of per-round ratios) | rounds | median | goal | |", "|---|---|---:|---:|---|"]
     ratios: dict[str, Any] = {}
-    for label, (t1, s1), (t2, s2), goal in RATIOS:
+    for label, (t1, s1), (t2, s2), goal in RATIOS + [r for name in meta["trees"] for r in tree_ratios(name)]:
         per_round = []
         for round_ in range(args.rounds):
             a = [r for r in cell(t1, s1) if r.round == round_]
@@ -413,9 +427,9 @@ def summarize(runs: list[Run], args: argparse.Namespace, meta: dict[str, Any]) -
             continue
         median = statistics.median(per_round)
         ratios[label] = {"rounds": per_round, "median": median, "goal": goal}
-        verdict = "met" if median >= goal else "not met"
+        verdict = ("met" if median >= goal else "not met") if goal else ""
         each = ", ".join(f"{x:.2f}" for x in per_round)
-        lines.append(f"| {label} | {each} | **{median:.2f}** | >= {goal:.2f} | {verdict} |")
+        lines.append(f"| {label} | {each} | **{median:.2f}** | {f'>= {goal:.2f}' if goal else ''} | {verdict} |")
     report = {**meta, "cells": cells, "ratios": ratios, "runs": [asdict(r) for r in runs]}
     return "\n".join(lines) + "\n", report
 
@@ -451,6 +465,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deep-feeds", type=int, default=4, help="the global feed and this many categories - 1")
     parser.add_argument("--walk-pages", type=int, default=600, help=f"pages of {WALK_LIMIT} walked per deep feed")
     parser.add_argument("--only", default="", help="comma-separated targets (hit,304,miss-first,miss-deep)")
+    parser.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        help="NAME=PATH: also measure the Readwire in PATH (e.g. `git archive BASE | tar -x -C PATH`) "
+        "with this venv, its own Redis database and port (BARE_PORT + 1, ...)",
+    )
     args = parser.parse_args(argv)
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
@@ -526,6 +547,20 @@ def main(argv: list[str] | None = None) -> int:
         etag = headers["ETag"]
         if fetch(readwire.port, HIT_PATH, {"If-None-Match": etag})[0] != 304:
             raise SystemExit("Readwire did not answer 304 to its own ETag")
+        trees: list[Server] = []
+        for number, spec in enumerate(args.tree, 1):
+            name, _, path = spec.partition("=")
+            tree, port = Path(path).resolve(), ports["bare"] + number
+            tree_env = {
+                **rw_env,
+                "REDIS_URL": f"redis://{HOST}:{ports['redis']}/{1 + number}",  # its own cache
+                "GUNICORN_BIND": f"{HOST}:{port}",
+                "GUNICORN_PROC_NAME": f"readwire-compare-{name}",
+            }
+            tree_argv = [str(VENV_BIN / "gunicorn"), "-c", str(tree / "gunicorn.conf.py"), "app:create_app()"]
+            trees.append(stack.enter_context(pinned_server(name, tree_argv, tree_env, port, logs, cwd=tree)))
+            if fetch(port, HIT_PATH)[0] != 200:
+                raise SystemExit(f"{name}: {HIT_PATH} did not answer 200")
 
         say("collecting URLs (each server walks its own cursors)")
         t0 = time.monotonic()
@@ -543,6 +578,10 @@ def main(argv: list[str] | None = None) -> int:
         for server in (readwire, peer):
             found = deep_urls(f"http://{HOST}:{server.port}", deep_paths, limits, args.deep, args.walk_pages, seed=2)
             urls[("miss-deep", server.name)] = UrlFeed(feeds_dir / f"deep-{server.name}.txt", found)
+        for server in trees:  # same secret and cursor format: Readwire's cursors, its own slices
+            urls[("miss-first", server.name)] = UrlFeed(feeds_dir / f"first-{server.name}.txt", first)
+            deep_list = (feeds_dir / "deep-readwire.txt").read_text().split()
+            urls[("miss-deep", server.name)] = UrlFeed(feeds_dir / f"deep-{server.name}.txt", deep_list)
         say(
             f"{len(first)} first-page URLs ({len(paths)} scopes x {len(limits)} limits), deep: "
             + ", ".join(f"{s} {f.total}" for (t, s), f in urls.items() if t == "miss-deep")
@@ -559,10 +598,20 @@ def main(argv: list[str] | None = None) -> int:
             Target("miss-deep", readwire, urls=urls[("miss-deep", "readwire")]),
             Target("miss-deep", peer, urls=urls[("miss-deep", "fastapi")]),
         ]
+        for server in trees:
+            targets += [
+                Target("hit", server),
+                Target("304", server, headers={"If-None-Match": fetch(server.port, HIT_PATH)[1]["ETag"]}),
+                Target("miss-first", server, urls=urls[("miss-first", server.name)]),
+                Target("miss-deep", server, urls=urls[("miss-deep", server.name)]),
+            ]
+        kinds = ["hit", "304", "miss-first", "miss-deep"]
+        targets.sort(key=lambda t: kinds.index(t.name))  # the runs of one kind side by side
         if args.only:
             wanted = set(args.only.split(","))
             targets = [t for t in targets if t.name in wanted]
         meta = {"posts": posts, "load_before": load_average(), "path": HIT_PATH, "bytes": len(body)}
+        meta["trees"] = [server.name for server in trees]
         runs: list[Run] = []
         for round_ in range(args.rounds):
             order = targets if round_ % 2 == 0 else targets[::-1]

@@ -12,8 +12,9 @@ def author_item(author_id: int, username: str, display_name: str, avatar_url: st
     return {"id": author_id, "username": username, "display_name": display_name, "avatar_url": avatar_url}
 
 
-def post_item(row: Any, site_url: str, body: str | None = None) -> dict[str, Any]:
-    """A post from a row of app/services/posts.py:LIST_COLUMNS; `body` only on the detail view."""
+def post_item(row: Any, site_url: str, body: str | None = None, tags: list[Any] | None = None) -> dict[str, Any]:
+    """A post from a row of app/services/posts.py:LIST_COLUMNS; `body` only on the detail view;
+    `tags` when the row brought them (else filled in afterwards)."""
     (pid, slug, title, summary, published_at, updated_at, comment_count,
      aid, username, display_name, avatar_url, cid, cslug, cname) = tuple(row)[:14]  # fmt: skip
     item: dict[str, Any] = {"id": pid, "slug": slug, "title": title, "summary": summary}
@@ -25,7 +26,7 @@ def post_item(row: Any, site_url: str, body: str | None = None) -> dict[str, Any
         updated_at=updated_at,
         author=author_item(aid, username, display_name, avatar_url),
         category={"id": cid, "slug": cslug, "name": cname},
-        tags=[],
+        tags=[] if tags is None else tags,
         comment_count=comment_count,
     )
     return item

@@ -2,8 +2,10 @@
 
 Hot paths select the columns they need with Core statements built once per shape (the
 compiled-statement cache then skips compilation), and build plain dicts: no ORM entities,
-no marshmallow dump. A page is two statements: the page itself and the tags of the page's
-posts; a scoped feed's id is looked up once per process (directory.known_scope_id).
+no marshmallow dump. A feed page is one statement, one round trip: each post's tags come
+with its row (a correlated subquery aggregating them as JSON, in slug order), and a scoped
+feed's id is looked up once per process (directory.known_scope_id). Detail, bulk get and
+/popular load the tags of their posts with a second statement (attach_tags).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from functools import cache
 from typing import Any, Literal
 
 from flask import current_app
-from sqlalchemy import Row, Select, bindparam, select, tuple_
+from sqlalchemy import JSON, Row, ScalarSelect, Select, bindparam, func, literal_column, select, true, tuple_
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from app.exceptions import NotFound
 from app.extensions import db
@@ -55,6 +58,41 @@ def feed_scope(kind: ScopeKind, key: str | None) -> FeedScope:
     return FeedScope("all") if key is None else FeedScope(kind, directory.known_scope_id(kind, key), key)
 
 
+TAGS = len(LIST_COLUMNS)  # the row position of the tags column that follows LIST_COLUMNS
+
+
+def _keyed(*columns: Any) -> list[Any]:
+    """JSON object arguments: each column preceded by its name (a literal, not a parameter)."""
+    arguments: list[Any] = []
+    for column in columns:
+        arguments += (literal_column(f"'{column.key}'"), column)
+    return arguments
+
+
+def tags_of(dialect: str) -> ScalarSelect[Any]:
+    """The post's tags as a JSON array of {id, slug, name} in slug order (NULL when it has none),
+    for the `posts` row of the enclosing statement."""
+    links = PostTag.__table__.alias("post_tag")
+    if dialect == "postgresql":
+        # OFFSET 0 keeps the tag lookup a subquery of its own: flattened into a join, the planner
+        # may hash all of `tags` for every post of the page instead of fetching each by its key.
+        tag = select(Tag.id, Tag.slug, Tag.name).where(Tag.id == links.c.tag_id).offset(literal_column("0"))
+        tag_row = tag.lateral("tag")
+        item = func.json_build_object(*_keyed(tag_row.c.id, tag_row.c.slug, tag_row.c.name))
+        aggregated = func.json_agg(aggregate_order_by(item, tag_row.c.slug), type_=JSON)
+        tags = select(aggregated).select_from(links.join(tag_row, true()))
+        return tags.where(links.c.post_id == Post.id).scalar_subquery()
+    ordered = (
+        select(Tag.id, Tag.slug, Tag.name)
+        .join(links, links.c.tag_id == Tag.id)
+        .where(links.c.post_id == Post.id)
+        .order_by(Tag.slug)
+        .subquery("tag")
+    )  # SQLite (the embedded default) aggregates in the order rows arrive, so they arrive sorted
+    item = func.json_object(*_keyed(ordered.c.id, ordered.c.slug, ordered.c.name))
+    return select(func.json_group_array(item, type_=JSON)).scalar_subquery()
+
+
 # Per scope kind: its table and the column naming it in URLs.
 _SCOPE_NAMES = {"category": (Category, "slug"), "tag": (Tag, "slug"), "author": (Author, "username")}
 
@@ -79,16 +117,17 @@ def with_joins(stmt: Select[*tuple[Any, ...]]) -> Select[*tuple[Any, ...]]:
 
 
 @cache
-def _feed_statement(kind: ScopeKind, direction: str) -> Select[*tuple[Any, ...]]:
-    """The page statement for one scope kind and walk direction (built once, then reused)."""
+def _feed_statement(dialect: str, kind: ScopeKind, direction: str) -> Select[*tuple[Any, ...]]:
+    """The page statement for one dialect, scope kind and walk direction (built once, then reused)."""
     position = tuple_(bindparam("position", type_=Post.published_at.type), bindparam("item_id", type_=Post.id.type))
+    columns = (*LIST_COLUMNS, tags_of(dialect))
     if kind == "tag":
         key = (PostTag.published_at, PostTag.post_id)
-        stmt = with_joins(select(*LIST_COLUMNS).select_from(PostTag).join(Post, Post.id == PostTag.post_id))
+        stmt = with_joins(select(*columns).select_from(PostTag).join(Post, Post.id == PostTag.post_id))
         stmt = stmt.where(PostTag.tag_id == bindparam("scope_id"), PostTag.published_at.is_not(None), Post.visible)
     else:
         key = (Post.published_at, Post.id)
-        stmt = with_joins(select(*LIST_COLUMNS).select_from(Post)).where(Post.visible)
+        stmt = with_joins(select(*columns).select_from(Post)).where(Post.visible)
         if kind == "category":
             stmt = stmt.where(Post.category_id == bindparam("scope_id"))
         elif kind == "author":
@@ -126,16 +165,20 @@ def feed_page(scope: FeedScope, after: Cursor | None, limit: int) -> Page:
     params = {"position": position, "item_id": item_id, "row_limit": limit + 1, "scope_id": scope.id}
     if scope.key is not None:
         params["scope_key"] = scope.key
-    rows, has_more = page_rows(db.session.execute(_feed_statement(scope.kind, direction), params), limit, direction)
+    statement = _feed_statement(db.engine.dialect.name, scope.kind, direction)
+    rows, has_more = page_rows(db.session.execute(statement, params), limit, direction)
     if not rows and scope.key is not None:  # empty: is the remembered id still the scope's?
         current = directory.scope_id_changed(scope.kind, scope.key, scope.id)
         if current is not None:
             return feed_page(FeedScope(scope.kind, current, scope.key), after, limit)
-    return Page(list_items(rows), has_more, direction, "published_at")
+    site_url = current_app.config["SITE_URL"]
+    items = [post_item(row, site_url, tags=row[TAGS] or []) for row in rows]
+    return Page(items, has_more, direction, "published_at")
 
 
 def list_items(rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
-    """List-view post dicts for page rows, with their tags (one statement for the page)."""
+    """List-view post dicts for page rows of LIST_COLUMNS, with their tags (one statement for
+    the page)."""
     site_url = current_app.config["SITE_URL"]
     items = [post_item(row, site_url) for row in rows]
     attach_tags(items)

@@ -166,7 +166,9 @@ def feed_page(scope: FeedScope, after: Cursor | None, limit: int) -> Page:
     if scope.key is not None:
         params["scope_key"] = scope.key
     statement = _feed_statement(db.engine.dialect.name, scope.kind, direction)
-    rows, has_more = page_rows(db.session.execute(statement, params), limit, direction)
+    # Through the session's connection, not Session.execute: plain column rows need none of the
+    # ORM's execution and loading layers (~0.3 ms of CPU per miss).
+    rows, has_more = page_rows(db.session.connection().execute(statement, params), limit, direction)
     if not rows and scope.key is not None:  # empty: is the remembered id still the scope's?
         current = directory.scope_id_changed(scope.kind, scope.key, scope.id)
         if current is not None:

@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_POSTS ?= 500
 
-.PHONY: install run editor test test-fast test-lowest lint lint-openapi format clean stack stack-down stack-status cluster cluster-down cluster-status cluster-measure cluster-faults cluster-write-cost serve-bench bench bench-gate bench-accept ab-gate loadtest loadtest-compare
+.PHONY: install run editor test test-fast test-lowest lint lint-openapi format clean stack stack-down stack-status cluster cluster-down cluster-status cluster-measure cluster-faults cluster-write-cost serve-bench bench bench-gate bench-accept ab-gate loadtest loadtest-compare compare
 
 $(STAMP): requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -152,6 +152,14 @@ loadtest: install
 loadtest-compare: install
 	@test -n "$(RUN_A)" -a -n "$(RUN_B)" || { echo 'usage: make loadtest-compare RUN_A=<report dir> RUN_B=<report dir>'; exit 2; }
 	$(BIN)/python loadtests/run.py compare $(RUN_A) $(RUN_B) $(COMPARE_ARGS)
+
+# Side by side in one run (bench/compare/run.py, ~10 min): Readwire vs a tuned FastAPI + asyncpg peer
+# and a bare-bytes Flask view; hit, 304, miss (first and deep pages, every URL distinct); servers on
+# CPU 0, wrk on CPU 1; median of per-round ratios; bench/results/compare.{md,json}. Throwaway
+# PostgreSQL/Redis with data kept in .compare/; ports POSTGRES_PORT REDIS_PORT APP_PORT PEER_PORT BARE_PORT.
+compare: install
+	bash scripts/ensure-servers.sh --bench
+	$(BIN)/python -m bench.compare.run $(SIDE_BY_SIDE_ARGS)
 
 # Wall-clock A/B: working tree vs BASELINE (default: merge-base with main), interleaved wrk
 # runs, median of per-pair throughput ratios; fails below 0.90.

@@ -10,6 +10,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 INSTANCE_DIR = Path(os.environ.get("READWIRE_INSTANCE_DIR", Path(__file__).resolve().parent.parent / "instance"))
 
 
@@ -89,6 +91,8 @@ def _engine_options(env: Mapping[str, str]) -> dict[str, Any]:
         "pool_timeout": float(env.get("DB_POOL_TIMEOUT", 2.0)),
         "pool_pre_ping": False,  # a dead connection raises once and the pool invalidates it
         "pool_recycle": 1800,
+        # Feed pages bring their tags as JSON (app/services/posts.py): orjson parses them.
+        "json_deserializer": orjson.loads,
         "connect_args": {
             "connect_timeout": _int("DB_CONNECT_TIMEOUT", 2),
             # A runaway query must not hold a worker: reads are milliseconds.
@@ -122,7 +126,7 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "SECRET_KEY": secret,
         "SQLALCHEMY_DATABASE_URI": database_url,
         "SQLALCHEMY_RECORD_QUERIES": False,
-        "SQLALCHEMY_ENGINE_OPTIONS": {} if embedded else _engine_options(env),
+        "SQLALCHEMY_ENGINE_OPTIONS": {"json_deserializer": orjson.loads} if embedded else _engine_options(env),
         # Cache tier (app/cache). Without REDIS_URL an in-process store (embedded default).
         "REDIS_URL": overrides.get("REDIS_URL", redis_url),
         # A cache answer takes well under 1 ms on loopback; 50 ms means "Redis is in trouble",

@@ -23,6 +23,15 @@ Routing is a context variable read by the session's `get_bind` (RoutingSession):
 reads through `db.session` needs no change. Code that takes a connection from an engine
 directly should take it from `read_engine()` to be routed as well.
 
+Page fills read only, so they read without a transaction (`read_only()`, issue 11): through a
+transaction, psycopg sent BEGIN before the first statement and the session's close a ROLLBACK,
+two round trips (and two commands for the server) on every cache miss. In the block, the
+session's statements go to an AUTOCOMMIT view of the same engine (same pool; psycopg's
+autocommit is a client-side flag, set at checkout and reset at return, no round trip), the
+primary's or the replica's the fill was routed to. Each statement is then a snapshot of its
+own, as any READ COMMITTED statement is; the LSN rule above holds per statement. A session
+that has written in this transaction keeps its transaction (RoutingSession._writing).
+
 Each process watches its replicas (a thread, a greenlet under gevent, every
 DB_REPLICA_CHECK_INTERVAL s): one that does not answer, was promoted (no longer in recovery),
 lags more than DB_REPLICA_MAX_LAG_BYTES, or has received WAL it has not replayed for
@@ -37,7 +46,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -55,6 +65,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _FILL_ENGINE: ContextVar[Engine | None] = ContextVar("readwire_fill_engine", default=None)
+_READ_ONLY: ContextVar[bool] = ContextVar("readwire_read_only", default=False)
+_AUTOCOMMIT = "readwire_autocommit"  # engine attribute: its AUTOCOMMIT view, made once
 _WROTE = "replicas.wrote"  # session.info: this transaction has flushed changes
 
 # One statement each, no transaction of their own beyond the driver's.
@@ -71,6 +83,29 @@ def read_engine() -> Engine | None:
     return _FILL_ENGINE.get()
 
 
+def autocommit(engine: Engine) -> Engine:
+    """`engine` with its connections in autocommit mode (the same pool), made once per engine."""
+    found: Engine | None = engine.__dict__.get(_AUTOCOMMIT)
+    if found is None:
+        found = engine.execution_options(isolation_level="AUTOCOMMIT")
+        engine.__dict__[_AUTOCOMMIT] = found
+    return found
+
+
+@contextmanager
+def read_only(enabled: bool = True) -> Iterator[None]:
+    """The session's statements in this block only read: no transaction around them (see the
+    module docstring). `enabled` False: a no-op (the caller may write)."""
+    if not enabled:
+        yield
+        return
+    token = _READ_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _READ_ONLY.reset(token)
+
+
 class RoutingSession(FlaskSession):
     """Flask-SQLAlchemy's session, bound to the fill's replica while a page is computed on one
     (and never once this transaction has written anything)."""
@@ -82,10 +117,15 @@ class RoutingSession(FlaskSession):
         bind: Engine | Connection | None = None,
         **kwargs: Any,
     ) -> Engine | Connection:
-        if bind is None:
+        if bind is None and not self._writing():
             engine = _FILL_ENGINE.get()
-            if engine is not None and not self._writing():
-                return engine
+            reading = _READ_ONLY.get()
+            if engine is not None:
+                return autocommit(engine) if reading else engine
+            if reading:
+                primary = super().get_bind(mapper, clause=clause, bind=bind, **kwargs)
+                # A Connection (the test harness's outer transaction) is used as it is.
+                return autocommit(primary) if isinstance(primary, Engine) else primary
         return super().get_bind(mapper, clause=clause, bind=bind, **kwargs)
 
     def _writing(self) -> bool:

@@ -105,7 +105,8 @@ def feed_not_modified(app: Flask, stack: ExitStack) -> Workload:
 
 
 def feed_miss(app: Flask, stack: ExitStack) -> Workload:
-    """A miss on the category feed (slug lookup, page, tags: three statements on PostgreSQL)."""
+    """A miss on the category feed: one statement on PostgreSQL (the page with its tags; the
+    category's id is known to the process after the warm-up request), no transaction."""
     client = app.test_client()
     with app.app_context():
         slug = db.session.execute(db.text("SELECT slug FROM categories ORDER BY post_count DESC LIMIT 1")).scalar()

@@ -33,7 +33,7 @@ def _syndicate(fmt: Format, kind: ScopeKind, key: str | None = None) -> Response
 
     def compute() -> Rendered:
         ref = None if key is None else directory.scope_ref(kind, key)
-        scope_of = FeedScope("all") if ref is None else FeedScope(kind, ref[0])
+        scope_of = FeedScope("all") if ref is None else FeedScope(kind, ref[0], key)
         page = feed_page(scope_of, after, params["limit"], with_body=True)  # the body is the entries' content
         return rendered_feed_document(fmt, page, scope, after, params, path, None if ref is None else ref[1])
 

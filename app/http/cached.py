@@ -14,6 +14,7 @@ from app.extensions import page_cache
 from app.http.render import rendered_absence, rendered_json, rendered_page
 from app.http.respond import CACHE_OUTCOME, client_has, entry_response, not_modified
 from app.pagination import Cursor, Direction, Page
+from app.replicas import read_only
 
 
 def cached(
@@ -27,7 +28,7 @@ def cached(
     """Answer a public GET from the page cache (app/cache/pages.py), computing the page only
     when it must. `family` picks the TTL (feed, post, directory, popular); `on_primary`: the
     page is never computed on a read replica (it writes what it reads)."""
-    served = page_cache.serve(endpoint, namespaces, params, family, lambda: _render(compute), on_primary)
+    served = page_cache.serve(endpoint, namespaces, params, family, lambda: _render(compute, on_primary), on_primary)
     entry = served.entry
     environ = request.environ
     cache_control = current_app.config["HTTP_CACHE_CONTROL"]
@@ -38,10 +39,12 @@ def cached(
     return entry_response(entry, cache_control, served.outcome, served.age)
 
 
-def _render(compute: Callable[[], Rendered]) -> Rendered:
-    """Run the page computation; an absence becomes a (briefly) cacheable 404."""
+def _render(compute: Callable[[], Rendered], writes: bool) -> Rendered:
+    """Run the page computation, without a transaction unless it `writes` (app/replicas.py:
+    read_only); an absence becomes a (briefly) cacheable 404."""
     try:
-        return compute()
+        with read_only(not writes):
+            return compute()
     except NotFound as exc:
         err: ApiError = problem_for(exc)
         return rendered_absence(err)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import Select, bindparam, select
 
 from app.exceptions import NotFound
@@ -50,6 +51,41 @@ def scope_id(kind: str, key: str) -> int:
     if found is None:
         raise NotFound(f"No {kind} '{key}'.")
     return found
+
+
+# Scope ids this process has looked up, per app: a scoped feed's miss then costs no lookup
+# statement (issue 11: a round trip of three). No endpoint renames or deletes a category, tag or
+# author, so a slug keeps its id; only ids found are kept (an unknown slug is asked every time,
+# it may be created). The page statement checks that the kept id still carries the slug (a
+# one-time filter), and a caller that finds nothing under a kept id asks again
+# (`scope_id_changed`), so a scope changed by hand costs one more lookup, never a wrong page.
+_KNOWN = "readwire.scope_ids"
+KNOWN_SCOPES_MAX = 100_000  # bounds the memory (~20 MB) whatever slugs clients try
+
+
+def known_scope_id(kind: str, key: str) -> int:
+    """scope_id, remembered per process."""
+    known: dict[tuple[str, str], int] = current_app.extensions.setdefault(_KNOWN, {})
+    found = known.get((kind, key))
+    if found is None:
+        found = scope_id(kind, key)
+        if len(known) >= KNOWN_SCOPES_MAX:
+            known.clear()
+        known[(kind, key)] = found
+    return found
+
+
+def forget_known_scopes() -> None:
+    """Drop this process's remembered scope ids (tests: a new process)."""
+    current_app.extensions.pop(_KNOWN, None)
+
+
+def scope_id_changed(kind: str, key: str, kept: int) -> int | None:
+    """The scope's id read again (NotFound if it is gone), or None when it is still `kept`."""
+    known: dict[tuple[str, str], int] = current_app.extensions.setdefault(_KNOWN, {})
+    known.pop((kind, key), None)
+    current = known_scope_id(kind, key)
+    return None if current == kept else current
 
 
 def scope_ref(kind: str, key: str) -> tuple[int, str]:

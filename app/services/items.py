@@ -32,9 +32,10 @@ def author_item(author_id: int, username: str, display_name: str, avatar_url: st
     return {"id": author_id, "username": username, "display_name": display_name, "avatar_url": avatar_url}
 
 
-def post_item(row: Any, url_of: UrlOf, body: str | None = None) -> dict[str, Any]:
+def post_item(row: Any, url_of: UrlOf, body: str | None = None, tags: list[Any] | None = None) -> dict[str, Any]:
     """A post from a row of app/services/posts.py:LIST_COLUMNS; `body` on the detail view (and
-    for the syndication feeds, which carry it as their content)."""
+    for the syndication feeds, which carry it as their content); `tags` when the row brought
+    them (else filled in afterwards)."""
     (pid, slug, title, summary, published_at, updated_at, comment_count,
      aid, username, display_name, avatar_url, cid, cslug, cname) = tuple(row)[:14]  # fmt: skip
     item: dict[str, Any] = {"id": pid, "slug": slug, "title": title, "summary": summary}
@@ -46,7 +47,7 @@ def post_item(row: Any, url_of: UrlOf, body: str | None = None) -> dict[str, Any
         updated_at=updated_at,
         author=author_item(aid, username, display_name, avatar_url),
         category={"id": cid, "slug": cslug, "name": cname},
-        tags=[],
+        tags=[] if tags is None else tags,
         comment_count=comment_count,
     )
     return item

@@ -111,7 +111,8 @@ def peer(app: Flask, redis_server: Redis) -> Iterator[str]:
         "PEER_DATABASE_URL": url,
         "PEER_REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/1",
         "PEER_POOL_SIZE": "4",
-        "SITE_URL": app.config["SITE_URL"],
+        "PUBLIC_SITE_URL": app.config["PUBLIC_SITE_URL"],
+        "PUBLIC_BASE_URL": "http://localhost",  # the test client's root: the same absolute urls
     }
     argv = [str(Path(sys.executable).parent / "uvicorn"), "bench.compare.peer:app", "--host", HOST]
     argv += ["--port", str(port), "--loop", "uvloop", "--http", "httptools", "--log-level", "warning"]

@@ -35,7 +35,10 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
-SITE_URL = os.environ.get("SITE_URL", "https://readwire.example").rstrip("/")
+# A post's url as Readwire spells it (app/services/items.py:post_urls): the site's page when there
+# is one, else the API's own URL under the public base (the peer is told Readwire's root).
+SITE_URL = os.environ.get("PUBLIC_SITE_URL", "").rstrip("/")
+POSTS_URL = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1").rstrip("/") + "/api/v1/posts/"
 TTL = int(os.environ.get("PEER_CACHE_TTL", "30"))
 POOL_SIZE = int(os.environ.get("PEER_POOL_SIZE", "32"))
 JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_OMIT_MICROSECONDS
@@ -126,7 +129,7 @@ def item(row: asyncpg.Record) -> dict[str, Any]:
         "slug": slug,
         "title": title,
         "summary": summary,
-        "url": f"{SITE_URL}/posts/{slug}",
+        "url": f"{SITE_URL}/posts/{slug}" if SITE_URL else f"{POSTS_URL}{pid}",
         "published_at": published_at,
         "updated_at": updated_at,
         "author": {"id": aid, "username": username, "display_name": display_name, "avatar_url": avatar_url},

@@ -523,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
             "PEER_DATABASE_URL": peer_db,
             "PEER_REDIS_URL": f"redis://{HOST}:{ports['redis']}/1",
             "PEER_POOL_SIZE": str(args.connections),
+            # Post urls of the same length as Readwire's (the API's own URL under its root).
+            "PUBLIC_BASE_URL": f"http://{HOST}:{ports['readwire']}",
         }
         uvicorn = [str(VENV_BIN / "uvicorn"), "bench.compare.peer:app", "--host", HOST, "--port", str(ports["fastapi"])]
         uvicorn += ["--loop", "uvloop", "--http", "httptools", "--workers", "1", "--no-access-log"]

@@ -19,8 +19,10 @@ Writers send an Idempotency-Key on every create and comment and retry an unclear
 they are served against the writers' ledger (loadtests/consistency.py).
 
 What the report gives, per fault (its span: from its injection to the next one's, or the end of the run):
-- 5xx: answers >= 500 and transport failures (status 0) started in the span (during: up to the repair + grace);
-- p99 during (injection .. repair + grace) and after (the AFTER_S that follow);
+- 5xx: answers >= 500 and transport failures (status 0) answered in the span (a request belongs to the span its
+  answer came in), and those of them started during the fault (up to the repair + grace);
+- p99 during (started before the repair + grace, in flight at the injection included) and after (started in the
+  AFTER_S that follow);
 - time to recover: from the repair to the end of the last failed or too slow request the span saw (0: none after
   the repair); too slow = above the slow limit (the database deadline + 1 s, or SLOW_DEFAULT_MS without one);
 - stale reads: consistency violations (violations.jsonl) detected during the fault, and after its recovery;
@@ -264,6 +266,10 @@ class Request:
     status: int  # 0: no response
     ok: bool
 
+    @property
+    def end(self) -> float:
+        return self.start + self.ms / 1000
+
 
 @dataclass
 class FaultReport:
@@ -304,8 +310,11 @@ def judge_faults(
     grace: float = GRACE_S,
     after: float = AFTER_S,
 ) -> list[FaultReport]:
-    """Per fault: its span runs from its injection to the next fault's (or `end`); `violations` are the epoch
-    times stale reads were detected. During = injection .. repair + grace; after = the `after` s that follow."""
+    """Per fault: its span runs from its injection to the next fault's (or `end`); a request belongs to the span
+    its answer came in (a request hung by the next fault is that fault's), `violations` (the epoch times stale reads
+    were detected) likewise. During: started before the repair + grace (in flight when the fault hit included);
+    after: started in the `after` s that follow. Recovery: the end of the last 5xx, transport failure or request
+    slower than `slow_ms` of the span, from the repair (4xx such as 429 are answers, not outages)."""
     reports = []
     for index, fault in enumerate(faults):
         span_end = faults[index + 1].injected if index + 1 < len(faults) else end
@@ -318,8 +327,8 @@ def judge_faults(
             error=fault.error,
             detail=dict(fault.detail),
         )
-        span = [r for r in requests if fault.injected <= r.start < span_end]
-        during = [r.ms for r in span if r.start <= during_end]
+        span = [r for r in requests if fault.injected <= r.end < span_end]
+        during = [r.ms for r in span if r.start <= during_end]  # in flight when it hit, too
         later = [r.ms for r in span if during_end < r.start <= during_end + after]
         report.requests = len(span)
         report.errors_5xx = sum(1 for r in span if is_5xx(r.status))
@@ -328,7 +337,7 @@ def judge_faults(
         report.p99_after_ms = nearest_rank(later, 0.99)
         report.max_ms = max((r.ms for r in span), default=None)
         if repaired is not None:
-            bad_ends = [r.start + r.ms / 1000 for r in span if not r.ok or is_5xx(r.status) or r.ms > slow_ms]
+            bad_ends = [r.end for r in span if is_5xx(r.status) or r.ms > slow_ms]
             last_bad = max(bad_ends, default=repaired)
             report.time_to_recover_s = round(max(0.0, last_bad - repaired), 2)
         for at in violations:

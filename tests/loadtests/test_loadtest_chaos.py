@@ -74,6 +74,15 @@ def test_errors_are_counted_in_the_span_of_the_fault_they_follow() -> None:
     assert (first.at_s, first.repaired_after_s, second.repaired_after_s) == (10.0, 1.0, 10.0)
 
 
+def test_a_request_belongs_to_the_span_its_answer_came_in() -> None:
+    hung = failed(29.5, status=0, ms=10_000)  # started before postgres-stop, hung by it: ends at 39.5
+    in_flight = ok(9.5, ms=2_000)  # in flight when redis-kill hit: its span, and "during"
+    first, second = judge_faults(two_faults(), [hung, in_flight], [], T0, T0 + 60, slow_ms=1500, grace=2)
+    assert (first.requests, first.errors_5xx, first.p99_during_ms) == (1, 0, 2000)
+    assert (second.requests, second.errors_5xx, second.errors_5xx_during, second.max_ms) == (1, 1, 1, 10_000)
+    assert first.time_to_recover_s == 0.5  # the in-flight one (too slow) ended at 11.5, the repair was at 11
+
+
 def test_p99_during_and_after_split_at_the_repair_plus_grace() -> None:
     requests = [ok(10.2, 900), ok(12.9, 800), ok(13.5, 20), ok(22, 30), ok(24, 5000)]
     (report,) = judge_faults(two_faults()[:1], requests, [], T0, T0 + 60, slow_ms=3000, grace=2, after=10)
@@ -90,6 +99,8 @@ def test_time_to_recover_runs_from_the_repair_to_the_end_of_the_last_bad_request
     assert slow[0].time_to_recover_s == 3.0
     errors = judge_faults(fault, [failed(44, ms=500), ok(50)], [], T0, T0 + 60, slow_ms=3000)
     assert errors[0].time_to_recover_s == 4.5
+    refused = judge_faults(fault, [Request(T0 + 50, 10.0, 429, False)], [], T0, T0 + 60, slow_ms=3000)
+    assert refused[0].time_to_recover_s == 0.0  # a 429 is an answer, not an outage
     unrepaired = judge_faults([Fault("worker-kill", T0 + 30)], [ok(41)], [], T0, T0 + 60, slow_ms=3000)
     assert unrepaired[0].time_to_recover_s is None and unrepaired[0].repaired_after_s is None
 

@@ -141,6 +141,7 @@ bench-gate: install
 
 # Locust scenarios against the local stack (stood up and torn down unless one is running):
 # make loadtest SCENARIO=readers|pollers|mixed|cold|spike|smoke [LOADTEST_ARGS="--via app --duration 2m"]
+# make loadtest SCENARIO=chaos [LOADTEST_ARGS="--duration 90s --faults short"]: faults under load (issue 12)
 # make loadtest SCENARIO=capacity [LOADTEST_ARGS="--mix readers|pollers|mixed --via nginx|app"]: the knee
 SCENARIO ?= smoke
 loadtest: install

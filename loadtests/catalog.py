@@ -21,6 +21,7 @@ class Scenario:
     capacity: bool = False  # the capacity search (run.py steps a mix's rate up; see loadtests/capacity.py)
     mix: str | None = None  # the locustfile's scenario when it is another one's (capacity: readers by default)
     one_process: bool = False  # refuses --processes (streamers: writes and received events are matched in-process)
+    chaos: bool = False  # a fault schedule runs against the local stack during the load (loadtests/chaos.py)
 
     @property
     def locustfile(self) -> Path:
@@ -59,6 +60,16 @@ SCENARIOS = {
             writes=True,
             warmup_s=0,
             one_process=True,
+        ),
+        # Issue 12's proof: faults into the local stack under the mixed load with keyed writes; no --processes
+        # (the audit and the stale-read judgement need the writers' ledger in the readers' process).
+        Scenario(
+            "chaos",
+            "mixed load with Idempotency-Keys while Redis, PostgreSQL and gunicorn are killed, stopped, restarted",
+            writes=True,
+            warmup_s=10,
+            one_process=True,
+            chaos=True,
         ),
     )
 }

@@ -237,9 +237,11 @@ def run_locust(
     timeout_s: float,
     echo: bool = True,
     on_start: Callable[[int], None] | None = None,
+    on_line: Callable[[str], None] | None = None,
 ) -> int:
     """Locust headless on `conf_path` in a session of its own, its output kept in `log_path` (and echoed unless
-    `echo` is off); `on_start` gets its pid; the whole group is stopped past `timeout_s`."""
+    `echo` is off); `on_start` gets its pid, `on_line` each line of its output as it comes; the whole group is
+    stopped past `timeout_s`."""
     cmd = [sys.executable, "-m", "locust", "--config", str(conf_path)]
     timed_out = threading.Event()
     with log_path.open("w") as log:
@@ -261,6 +263,8 @@ def run_locust(
                 if echo:
                     sys.stdout.write(line)
                 log.write(line)
+                if on_line is not None:
+                    on_line(line)
             returncode = proc.wait()
         except BaseException:  # Ctrl-C: stop our locust (and its workers) before the stack goes down
             _stop_session(proc, 10)
@@ -365,9 +369,18 @@ def base_conf(ctx: Context, scenario: Scenario, *confs: Path) -> dict[str, str]:
     return conf
 
 
-def run_phase(ctx: Context, conf: dict[str, str], run_dir: Path, run_time: int, grace: int, echo: bool = True) -> Phase:
+def run_phase(
+    ctx: Context,
+    conf: dict[str, str],
+    run_dir: Path,
+    run_time: int,
+    grace: int,
+    echo: bool = True,
+    on_line: Callable[[str], None] | None = None,
+) -> Phase:
     """One bounded locust run into `run_dir` with the CPU sampler running; merges the processes' ledgers and
-    analyses the request logs (nothing judged here)."""
+    analyses the request logs (nothing judged here). `on_line` sees Locust's output as it comes (the chaos
+    scenario starts its fault timeline on it)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     conf = conf | {
         "run-time": f"{run_time}s",
@@ -387,6 +400,7 @@ def run_phase(ctx: Context, conf: dict[str, str], run_dir: Path, run_time: int, 
             run_time + grace,
             echo,
             on_start=lambda pid: sampler.add_root("generator", pid),
+            on_line=on_line,
         )
     finally:
         samples = sampler.stop()
@@ -482,6 +496,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(scenario: Scenario, args: argparse.Namespace, state: dict[str, Any]) -> int:
+    if scenario.chaos:
+        from loadtests import chaos
+
+        return chaos.execute(scenario, args, state, sys.modules[__name__])
     if scenario.capacity:
         return execute_capacity(scenario, args, state)
     return execute(scenario, args, state)
@@ -855,7 +873,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--min-users", type=int, default=20, help="users at least (default 20)")
     c.add_argument("--max-users", type=int, default=300, help="users at most (default 300)")
     c.add_argument("--slo", type=Path, help="SLO file every step must meet (default loadtests/slo/capacity.toml)")
+    f = p.add_argument_group("chaos (run.py chaos ...; loadtests/chaos.py)")
+    f.add_argument(
+        "--faults",
+        type=chaos_faults,
+        help="comma-separated faults, or all (default) / short (redis-kill, postgres-stop, worker-kill, gunicorn-hup)",
+    )
+    f.add_argument("--pause", type=float, default=10.0, help="seconds Redis / PostgreSQL stay SIGSTOPped (default 10)")
     return p
+
+
+def chaos_faults(text: str) -> list[str]:
+    from loadtests.chaos import parse_faults
+
+    return parse_faults(text)
 
 
 if __name__ == "__main__":

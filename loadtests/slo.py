@@ -30,6 +30,7 @@ CSV_PREFIX = "locust"  # the runner passes --csv RUN_DIR/locust
 FINAL_PREFIX = "locust_final"  # the same tables written by loadtests/users.py at exit: Locust's own CSVs lag ~1 s
 EXACT, ROUNDED = "exact (HDR, per-request log)", "Locust (rounded)"
 _KNOWN_KEYS = {
+    "chaos",  # the chaos scenario's own table (loadtests/chaos.py reads it)
     "description",
     "measured",
     "p95_ms",

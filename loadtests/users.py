@@ -33,6 +33,7 @@ import os
 import random
 import time
 import urllib.request
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,6 +63,10 @@ API = "/api/v1"
 DEFAULT_LIMIT = 20
 EVIDENCE_HEADERS = ("Age", "Date", "Last-Modified", "ETag", "X-Cache-Status", "X-Cache", "X-Request-Id")
 COLD_LIMITS = (5, 10, 15, 20, 25, 30, 40, 50, 75, 100)  # x scopes x cursors: the cold key space
+# Answers to a keyed POST that leave its outcome open: no response, 409 (the key's first request still in flight),
+# 502 outcome_unknown, 503 (Retry-After), 504. Retried under the same key, at most this long apart.
+KEYED_RETRY_STATUSES = frozenset({0, 409, 502, 503, 504})
+KEYED_MAX_BACKOFF_S = 2.0
 SCOPE_WEIGHTS = {"all": 30, "category": 30, "tag": 20, "author": 10, "popular": 10}
 _VIOLATION_TEXT = {  # one message per kind, so Locust's failure table groups them; details go to violations.jsonl
     "consistency: stale title": "an older title than the last edit acknowledged before the read (+bound)",
@@ -650,6 +655,9 @@ class WriterUser(ApiUser):
     abstract = True
     rate_option, rate_default = "writer_rate", 0.5
     max_live_posts = 8
+    idempotency_keys = False  # creates and comments carry an Idempotency-Key and are retried under it
+    keyed_attempts = 10
+    keyed_budget_s = 30.0
 
     def on_start(self) -> None:
         super().on_start()
@@ -679,8 +687,13 @@ class WriterUser(ApiUser):
                 raise StopUser()
             self.token = resp.json()["access_token"]
 
-    def _send(self, method: str, path: str, name: str, expect: int, body: Any = None) -> tuple[bool, Any, float]:
-        """(acknowledged, parsed body, monotonic time of the acknowledgement)."""
+    def _send(
+        self, method: str, path: str, name: str, expect: int, body: Any = None, *, keyed: bool = False
+    ) -> tuple[bool, Any, float]:
+        """(acknowledged, parsed body, monotonic time of the acknowledgement). `keyed` (creates and comments):
+        with `idempotency_keys` on, sent with an Idempotency-Key and retried under it (_send_keyed)."""
+        if keyed and self.idempotency_keys:
+            return self._send_keyed(path, name, expect, body)
         headers = {"Authorization": f"Bearer {self.token}"}
         with self.client.request(method, path, name=name, json=body, headers=headers, catch_response=True) as resp:
             acked_at = time.monotonic()
@@ -691,6 +704,40 @@ class WriterUser(ApiUser):
                 return False, None, acked_at
             resp.success()
             return True, (resp.json() if resp.content else None), acked_at
+
+    def _send_keyed(self, path: str, name: str, expect: int, body: Any) -> tuple[bool, Any, float]:
+        """POST with an Idempotency-Key (README: "Idempotency keys"); an answer that does not say whether the write
+        happened (no response, 502/503/504, 409 key in use: the first attempt still in flight) is retried with the
+        same key and body, up to `keyed_attempts` times within `keyed_budget_s`: the server writes it at most once
+        and replays the first outcome. A 401 (expired token) signs in again and retries under the same key (keys
+        are per author). Each unclear answer stays a failure in the statistics; retries are named "<name> (retry)"."""
+        key = f'"{uuid.uuid4()}"'
+        deadline = time.monotonic() + self.keyed_budget_s
+        for attempt in range(self.keyed_attempts):
+            self._ensure_token()
+            headers = {"Authorization": f"Bearer {self.token}", "Idempotency-Key": key}
+            label = name if attempt == 0 else f"{name} (retry)"
+            with self.client.request("POST", path, name=label, json=body, headers=headers, catch_response=True) as resp:
+                acked_at = time.monotonic()
+                status = resp.status_code
+                if status == expect:
+                    resp.success()
+                    if resp.headers.get("Idempotent-Replayed") == "true":
+                        Shared.pacing.count("idempotent_replayed")
+                    return True, (resp.json() if resp.content else None), acked_at
+                resp.failure(f"HTTP {status}" if status else f"no response: {resp.error!r}")
+                if status == 401:
+                    self.token = ""
+                elif status not in KEYED_RETRY_STATUSES:
+                    return False, None, acked_at  # a clear refusal: nothing was written
+                retry_after = resp.headers.get("Retry-After") if status else None
+            if time.monotonic() >= deadline:
+                break
+            Shared.pacing.count("idempotent_retry")
+            wait = float(retry_after) if retry_after and retry_after.isdigit() else 0.5
+            gevent.sleep(min(wait, KEYED_MAX_BACKOFF_S) * (0.5 + self.rng.random()))
+        Shared.pacing.count("idempotent_gave_up")
+        return False, None, time.monotonic()
 
     def _title(self, serial: int, rev: int) -> str:
         return f"Load test {self.run_tag} post {serial} rev {rev}"
@@ -721,7 +768,7 @@ class WriterUser(ApiUser):
             "tags": c.tag_picker.sample(self.rng, self.rng.randint(0, 3)),
         }
         sent_at = time.monotonic()
-        ok, post, acked_at = self._send("POST", f"{API}/posts", "/posts", 201, body)
+        ok, post, acked_at = self._send("POST", f"{API}/posts", "/posts", 201, body, keyed=True)
         if not ok:
             return
         Shared.ledger.created(
@@ -797,7 +844,7 @@ class WriterUser(ApiUser):
         self._ensure_token()
         post_id = self._pick_own(visible=True) or self.catalog.post_picker.pick(self.rng)
         body = {"body": f"Load test comment at {time.time():.3f}."}
-        self._send("POST", f"{API}/posts/{post_id}/comments", "/posts/[id]/comments", 201, body)
+        self._send("POST", f"{API}/posts/{post_id}/comments", "/posts/[id]/comments", 201, body, keyed=True)
 
 
 class CheckerUser(ApiUser):

@@ -19,6 +19,8 @@ from devstack.stack import nginx_values, read_env_file, render_nginx
 from tests.stack.conftest import at_second_start, request, wait_for
 from tests.stack.test_config import NGINX
 
+pytestmark = pytest.mark.slow  # stands up the serving stack (make test runs it; test-fast skips it)
+
 PATH = "/api/v1/feed"
 
 

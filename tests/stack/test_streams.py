@@ -16,6 +16,8 @@ import pytest
 
 from tests.stack.conftest import REPO, StackInfo, request
 
+pytestmark = pytest.mark.slow  # stands up the serving stack (make test runs it; test-fast skips it)
+
 PASSWORD = "stack-stream-password-0123"
 STREAMS = 9  # three per worker on average: the write is made on one of them
 

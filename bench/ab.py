@@ -10,6 +10,12 @@ drives a fixed mix of public GETs (feeds, popular, posts, directory: mostly cach
 production) at one server, then the other, alternating which goes first, `--pairs` times.
 Each pair gives a ratio working/baseline measured minutes apart at most, so slow drifts of a
 shared, noisy machine cancel out; the gate takes the median ratio and fails below 0.90.
+
+Each pair also runs a miss mix (`--miss-duration`, 0 to skip): feed URLs no earlier request
+used (bench/compare/urls.py: real cursors walked from `next`, combined with page sizes), so
+every answer is computed: the pool, driver, statement and render work of the miss path. Both
+sides of a pair get the same slice of that list; each pair a fresh slice. The gate fails when
+either mix's median ratio is below the threshold.
 """
 
 from __future__ import annotations
@@ -146,8 +152,11 @@ def request_mix(side: Side) -> list[str]:
     return paths
 
 
-def run_wrk(side: Side, duration: float, connections: int, script: Path, paths_file: Path) -> dict[str, float]:
+def run_wrk(
+    side: Side, duration: float, connections: int, script: Path, paths_file: Path, args: tuple[str, ...] = ()
+) -> dict[str, float]:
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(script), side.url]
+    cmd += ["--", *args] if args else []
     done = subprocess.run(cmd, env={**os.environ, "AB_PATHS": str(paths_file)}, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}{done.stderr}")
@@ -156,7 +165,20 @@ def run_wrk(side: Side, duration: float, connections: int, script: Path, paths_f
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise RuntimeError(f"{side.name}: {errors.group(1)} failed responses under load:\n{out}")
+    if "EXHAUSTED" in out:
+        raise RuntimeError(f"{side.name}: the miss list ran out (shorter --miss-duration or more --posts):\n{out}")
     return {"rps": rps}
+
+
+def miss_list(side: Side, out: Path) -> tuple[Path, int]:
+    """Distinct feed URLs (bench/compare/urls.py) and the wrk script that never repeats one.
+
+    Walking at a page size the list leaves out computes (and caches) only the walked pages."""
+    from bench.compare import urls
+
+    listing = urls.collect(side.url, scopes=4, walk_limit=50, max_pages=300, limits=range(10, 31), seed=1)
+    _, script = urls.write(listing, out)
+    return script, len(listing)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--posts", type=int, default=20000)
     parser.add_argument("--threshold", type=float, default=0.90)
+    parser.add_argument("--miss-duration", type=float, default=4.0, help="seconds per miss-mix run (0: skip)")
     args = parser.parse_args(argv)
     ref = args.baseline or default_baseline()
     commit = git("rev-parse", "--short", ref)
@@ -196,26 +219,56 @@ def main(argv: list[str] | None = None) -> int:
         paths_file.write_text("\n".join(request_mix(sides[0])) + "\n")
         for side in sides:  # warm both caches and both interpreters
             run_wrk(side, args.warmup, args.connections, script, paths_file)
+        slices: list[tuple[str, ...]] = []
+        if args.miss_duration > 0:
+            miss_script, count = miss_list(sides[0], tmp / "misses")
+            for side in sides[1:]:  # the other side computes its walked pages too: same cache state
+                miss_list(side, tmp / f"misses-{side.name}")
+            size = count // (args.pairs + 1)
+            slices = [("1", str(1 + k * size), str((k + 1) * size)) for k in range(args.pairs + 1)]
+            print(f"miss mix: {count} distinct feed URLs, {size} per run")
+            for side in sides:  # warm the miss path (the first slice is spent here, never measured)
+                run_wrk(
+                    side, min(args.warmup, args.miss_duration), args.connections, miss_script, paths_file, slices[0]
+                )
 
         pairs = []
         for index in range(args.pairs):
             order = sides if index % 2 == 0 else sides[::-1]
             result = {side.name: run_wrk(side, args.duration, args.connections, script, paths_file) for side in order}
             ratio = result["working"]["rps"] / result["baseline"]["rps"]
-            pairs.append({"first": order[0].name, **{k: v["rps"] for k, v in result.items()}, "ratio": ratio})
-            print(f"  pair {index + 1}: baseline {result['baseline']['rps']:8.0f} req/s  "
-                  f"working {result['working']['rps']:8.0f} req/s  ratio {ratio:.3f}")  # fmt: skip
+            pair: dict[str, object] = {
+                "first": order[0].name,
+                **{k: v["rps"] for k, v in result.items()},
+                "ratio": ratio,
+            }
+            base, work = result["baseline"]["rps"], result["working"]["rps"]
+            line = f"  pair {index + 1}: hits baseline {base:7.0f} working {work:7.0f} ratio {ratio:.3f}"
+            if slices:
+                part = slices[index + 1]
+                misses = {
+                    side.name: run_wrk(side, args.miss_duration, args.connections, miss_script, paths_file, part)
+                    for side in order
+                }
+                miss_ratio = misses["working"]["rps"] / misses["baseline"]["rps"]
+                pair["misses"] = {**{k: v["rps"] for k, v in misses.items()}, "ratio": miss_ratio}
+                base, work = misses["baseline"]["rps"], misses["working"]["rps"]
+                line += f" | misses baseline {base:6.0f} working {work:6.0f} ratio {miss_ratio:.3f}"
+            pairs.append(pair)
+            print(line)
 
-    median = statistics.median(p["ratio"] for p in pairs)
-    passed = median >= args.threshold
-    print(
-        f"median ratio working/baseline: {median:.3f} (fail below {args.threshold:.2f}): {'PASS' if passed else 'FAIL'}"
-    )
+    medians = {"hits": statistics.median(float(p["ratio"]) for p in pairs)}  # type: ignore[arg-type]
+    if slices:
+        medians["misses"] = statistics.median(p["misses"]["ratio"] for p in pairs)  # type: ignore[index]
+    passed = all(m >= args.threshold for m in medians.values())
+    for mix, median in medians.items():
+        verdict = "PASS" if median >= args.threshold else "FAIL"
+        print(f"{mix}: median ratio working/baseline {median:.3f} (fail below {args.threshold:.2f}): {verdict}")
     results = REPO / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     (results / f"ab-{stamp}.json").write_text(
-        json.dumps({"baseline": ref, "commit": commit, "args": vars(args), "pairs": pairs, "median": median}, indent=2)
+        json.dumps({"baseline": ref, "commit": commit, "args": vars(args), "pairs": pairs, "median": medians}, indent=2)
     )
     return 0 if passed else 1
 

@@ -121,6 +121,52 @@ def feed_miss(app: Flask, stack: ExitStack) -> Workload:
     return run
 
 
+CONCURRENT_MISSES = 16
+
+
+def feed_miss_concurrent(app: Flask, stack: ExitStack) -> Workload:
+    """16 distinct misses in flight at once, as a gevent worker serves them (bench/gate.py
+    monkey-patches this workload's process first): the pool, the driver's cooperative waits and
+    the hub's scheduling are part of the count. A pool that cannot hold the worker's concurrent
+    checkouts opens and closes connections here on every iteration, so churn (issue 11: 10 kept +
+    overflow) shows up as instructions: connect, authentication, the dialect's set-up, close."""
+    import gevent
+    from gevent import monkey
+    from sqlalchemy import event
+
+    client = app.test_client()
+    with app.app_context():
+        slug = db.session.execute(db.text("SELECT slug FROM categories ORDER BY post_count DESC LIMIT 1")).scalar()
+        engine = db.engine
+    urls = [f"/api/v1/categories/{slug}/feed?limit={n}" for n in range(1, CONCURRENT_MISSES + 1)]
+    bump = _bump(app, f"cat:{slug}")
+    in_use = {"now": 0, "peak": 0}
+
+    def checkout(*_: Any) -> None:
+        in_use["now"] += 1
+        in_use["peak"] = max(in_use["peak"], in_use["now"])
+
+    def checkin(*_: Any) -> None:
+        in_use["now"] -= 1
+
+    event.listen(engine, "checkout", checkout)
+    event.listen(engine, "checkin", checkin)
+    stack.callback(event.remove, engine, "checkout", checkout)
+    stack.callback(event.remove, engine, "checkin", checkin)
+
+    def run() -> list[Any]:
+        bump()
+        jobs = [gevent.spawn(client.get, url) for url in urls]
+        gevent.joinall(jobs, raise_error=True)
+        return [job.value for job in jobs]
+
+    for response, n in zip(run(), range(1, CONCURRENT_MISSES + 1), strict=True):
+        assert len(_check(response).get_json()["data"]) == n
+    if monkey.is_module_patched("socket"):  # under the gate: the misses really overlapped
+        assert in_use["peak"] > CONCURRENT_MISSES // 2, in_use
+    return run
+
+
 def _some_ids(app: Flask, n: int) -> str:
     with app.app_context():
         ids = db.session.execute(
@@ -158,6 +204,7 @@ WORKLOADS: dict[str, Callable[[Flask, ExitStack], Workload]] = {
     "feed_hit": feed_hit,
     "feed_not_modified": feed_not_modified,
     "feed_miss": feed_miss,
+    "feed_miss_concurrent": feed_miss_concurrent,
     "bulk_get_hit": bulk_get_hit,
     "bulk_get_miss": bulk_get_miss,
 }

@@ -24,12 +24,15 @@ its median. Targets:
 - miss, deep pages: every request a distinct URL, cursors at least DEEP items into the global
   feed and the biggest categories (each server walks its own `next` cursors);
   no URL is used twice in the whole run (bench/compare/urls.lua), and Readwire's answers are
-  checked to be misses (X-App-Cache).
+  checked to be misses (X-App-Cache);
+- edge: the project's Nginx (nginx.conf, stack.env's settings) in front of Readwire, its
+  microcache HIT on the hit URL against the same Nginx serving the same bytes as a static file
+  (/_static/, open_file_cache and logging as configured): what the cache path costs at the edge.
 
 CPU per request comes from /proc: the app server's process group, PostgreSQL (postmaster,
 backends, reaped children) and Redis. Output: a Markdown table on stdout and in OUT.md, every
 run in OUT.json. Ports (fixed, overridable): POSTGRES_PORT 55432, REDIS_PORT 56379, APP_PORT
-58000, PEER_PORT 58100, BARE_PORT 58101. Wall-clock figures on a shared machine are noisy: the
+58000, PEER_PORT 58100, BARE_PORT 58101, NGINX_PORT 58200. Wall-clock figures on a shared machine are noisy: the
 load average and the other processes' share of the cores are reported with the figures.
 """
 
@@ -41,6 +44,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -57,7 +61,16 @@ import psycopg
 
 from bench.compare.urls import walk
 from devstack.servers import HOST, PG_TEST_SETTINGS, Postgres, Redis
-from devstack.stack import children, end_session, migrate_and_seed, stack_settings, wait_until
+from devstack.stack import (
+    children,
+    end_session,
+    migrate_and_seed,
+    nginx_values,
+    stack_settings,
+    start_nginx,
+    stop_group,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -66,6 +79,7 @@ SERVER_CPU, CLIENT_CPU = "0", "1"
 TICK = os.sysconf("SC_CLK_TCK")
 API = "/api/v1"
 HIT_PATH = f"{API}/feed?limit=20"
+STATIC_PATH = "/_static/hit.json"
 SECRET = "compare-secret-not-for-production-0123456789"
 
 
@@ -363,6 +377,7 @@ RATIOS = [
     ("hit: Readwire / FastAPI", ("hit", "readwire"), ("hit", "fastapi"), 1.0),
     ("hit: Readwire / bare view", ("hit", "readwire"), ("hit", "bare"), 0.8),
     ("304: Readwire / bare view (200)", ("304", "readwire"), ("hit", "bare"), 1.0),
+    ("edge: Nginx microcache HIT / Nginx static file", ("edge-hit", "nginx"), ("edge-static", "nginx"), 0.85),
     ("deep / first page, Readwire (throughput)", ("miss-deep", "readwire"), ("miss-first", "readwire"), 1 / 1.2),
     ("deep / first page, FastAPI (throughput)", ("miss-deep", "fastapi"), ("miss-first", "fastapi"), 1 / 1.2),
 ]
@@ -394,8 +409,8 @@ def summarize(runs: list[Run], args: argparse.Namespace, meta: dict[str, Any]) -
         "|---|---|---|---:|---:|---:|---|---:|---|",
     ]
     cells: dict[str, dict[str, Any]] = {}
-    for target in ("miss-first", "miss-deep", "hit", "304"):
-        for server in ("readwire", *meta["trees"], "fastapi", "bare"):
+    for target in ("miss-first", "miss-deep", "hit", "304", "edge-hit", "edge-static"):
+        for server in ("readwire", *meta["trees"], "fastapi", "bare", "nginx"):
             mine = cell(target, server)
             if not mine:
                 continue
@@ -464,7 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deep", type=int, default=5_000, help="items into a feed where deep pages start")
     parser.add_argument("--deep-feeds", type=int, default=4, help="the global feed and this many categories - 1")
     parser.add_argument("--walk-pages", type=int, default=600, help=f"pages of {WALK_LIMIT} walked per deep feed")
-    parser.add_argument("--only", default="", help="comma-separated targets (hit,304,miss-first,miss-deep)")
+    parser.add_argument(
+        "--only", default="", help="comma-separated targets (hit,304,edge-hit,edge-static,miss-first,miss-deep)"
+    )
     parser.add_argument(
         "--tree",
         action="append",
@@ -485,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         "readwire": env_port("APP_PORT", 58000),
         "fastapi": env_port("PEER_PORT", 58100),
         "bare": env_port("BARE_PORT", 58101),
+        "nginx": env_port("NGINX_PORT", 58200),
     }
     logs = args.dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -549,6 +567,21 @@ def main(argv: list[str] | None = None) -> int:
         etag = headers["ETag"]
         if fetch(readwire.port, HIT_PATH, {"If-None-Match": etag})[0] != 304:
             raise SystemExit("Readwire did not answer 304 to its own ETag")
+        # The edge: the project's Nginx in front of Readwire; the hit page's bytes as a static file.
+        edge_dir = args.dir / "nginx"
+        static_dir, state_dir = edge_dir / "static", edge_dir / "state"
+        for d in (edge_dir, static_dir, state_dir):
+            d.mkdir(parents=True, exist_ok=True)
+            d.chmod(0o755)  # Nginx's workers run as nobody when started by root
+        (static_dir / "hit.json").write_bytes(body)
+        edge_settings = {**settings, "NGINX_PORT": str(ports["nginx"]), "APP_PORT": str(ports["readwire"])}
+        edge_settings["NGINX_ACCESS_LOG"] = f"{logs / 'nginx-access.log'} readwire buffer=64k flush=1s"
+        edge_pid = start_nginx(nginx_values(edge_settings, state_dir, static_dir, logs), edge_dir, logs, ports["nginx"])
+        stack.callback(stop_group, edge_pid, "nginx", signal.SIGQUIT, 10)
+        pin_tree(edge_pid, {int(SERVER_CPU)})
+        edge = Server("nginx", ports["nginx"], edge_pid)
+        if fetch(edge.port, STATIC_PATH)[2] != body or fetch(edge.port, HIT_PATH)[0] != 200:
+            raise SystemExit("Nginx does not serve the hit page and its static copy")
         trees: list[Server] = []
         for number, spec in enumerate(args.tree, 1):
             name, _, path = spec.partition("=")
@@ -599,6 +632,8 @@ def main(argv: list[str] | None = None) -> int:
             Target("miss-first", peer, urls=urls[("miss-first", "fastapi")]),
             Target("miss-deep", readwire, urls=urls[("miss-deep", "readwire")]),
             Target("miss-deep", peer, urls=urls[("miss-deep", "fastapi")]),
+            Target("edge-hit", edge),
+            Target("edge-static", edge, path=STATIC_PATH),
         ]
         for server in trees:
             targets += [
@@ -607,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
                 Target("miss-first", server, urls=urls[("miss-first", server.name)]),
                 Target("miss-deep", server, urls=urls[("miss-deep", server.name)]),
             ]
-        kinds = ["hit", "304", "miss-first", "miss-deep"]
+        kinds = ["hit", "304", "edge-hit", "edge-static", "miss-first", "miss-deep"]
         targets.sort(key=lambda t: kinds.index(t.name))  # the runs of one kind side by side
         if args.only:
             wanted = set(args.only.split(","))

@@ -4,8 +4,9 @@ Hot paths select the columns they need with Core statements built once per shape
 compiled-statement cache then skips compilation), and build plain dicts: no ORM entities,
 no marshmallow dump. A feed page is one statement, one round trip: each post's tags come
 with its row (a correlated subquery aggregating them as JSON, in slug order), and a scoped
-feed's id is looked up once per process (directory.known_scope_id). Detail, bulk get and
-/popular load the tags of their posts with a second statement (attach_tags).
+feed's id is looked up once per process (directory.known_scope_id). Detail and bulk get
+bring the tags the same way (one statement each); /popular loads the tags of its snapshot's
+posts with a second statement (attach_tags).
 """
 
 from __future__ import annotations
@@ -191,32 +192,39 @@ def list_items(rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
     return items
 
 
-_POST_ANY = with_joins(select(*LIST_COLUMNS, Post.body).select_from(Post)).where(Post.id == bindparam("post_id"))
-_POST_DETAIL = _POST_ANY.where(Post.visible)
-_POSTS_BY_IDS = with_joins(select(*LIST_COLUMNS).select_from(Post)).where(
-    Post.id.in_(bindparam("post_ids", expanding=True)), Post.visible
-)
+@cache
+def _post_statement(dialect: str, hidden: bool) -> Select[*tuple[Any, ...]]:
+    """One post with its body and its tags in one statement (`hidden`: drafts and deleted too)."""
+    columns = (*LIST_COLUMNS, tags_of(dialect), Post.body)
+    stmt = with_joins(select(*columns).select_from(Post)).where(Post.id == bindparam("post_id"))
+    return stmt if hidden else stmt.where(Post.visible)
+
+
+@cache
+def _posts_statement(dialect: str) -> Select[*tuple[Any, ...]]:
+    """Visible posts among the ids, with their tags, in one statement."""
+    stmt = with_joins(select(*LIST_COLUMNS, tags_of(dialect)).select_from(Post))
+    return stmt.where(Post.id.in_(bindparam("post_ids", expanding=True)), Post.visible)
 
 
 def get_post(post_id: int, *, hidden: bool = False) -> dict[str, Any]:
     """One visible post with its body (`hidden`: drafts and deleted posts too, for their
-    editor); NotFound when there is none."""
-    statement = _POST_ANY if hidden else _POST_DETAIL
-    row = db.session.execute(statement, {"post_id": post_id}).first() if post_id <= MAX_ID else None
+    editor); NotFound when there is none. One statement, below the ORM (as feed_page)."""
+    statement = _post_statement(db.engine.dialect.name, hidden)
+    # The editor's read (hidden) runs inside a write: through the session, so it autoflushes.
+    execute = db.session.execute if hidden else db.session.connection().execute
+    row = execute(statement, {"post_id": post_id}).first() if post_id <= MAX_ID else None
     if row is None:
         raise NotFound(f"No published post with id {post_id}.")
-    item = post_item(row, post_urls(), body=row[14])
-    attach_tags([item])
-    return item
+    return post_item(row, post_urls(), body=row[TAGS + 1], tags=row[TAGS] or [])
 
 
 def get_posts(ids: list[int]) -> list[dict[str, Any]]:
     """Visible posts among `ids`, in the order asked; missing or hidden ids are left out."""
     url_of = post_urls()
-    found = {row[0]: post_item(row, url_of) for row in db.session.execute(_POSTS_BY_IDS, {"post_ids": ids})}
-    items = [found[i] for i in ids if i in found]
-    attach_tags(items)
-    return items
+    rows = db.session.connection().execute(_posts_statement(db.engine.dialect.name), {"post_ids": ids})
+    found = {row[0]: post_item(row, url_of, tags=row[TAGS] or []) for row in rows}
+    return [found[i] for i in ids if i in found]
 
 
 _IS_VISIBLE = select(Post.id).where(Post.id == bindparam("post_id"), Post.visible)

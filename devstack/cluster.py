@@ -396,6 +396,9 @@ class Cluster(StateDir):
                         "redis": ("redis-server", signal.SIGTERM, 10.0),
                     }[kind]
                     stop_group(int(info["pid"]), marker, first, timeout)
+        # A server stopped the hard way (a postmaster that ignored pg_ctl, e.g. while SIGSTOPped,
+        # is SIGKILLed) takes a moment to leave the process table on a busy machine.
+        wait_until(lambda: not leftovers(services), 15, 0.1)
         left = leftovers(services)
         if not left:
             self.state_file.unlink(missing_ok=True)

@@ -37,9 +37,10 @@ def cached(
     entry = served.entry
     environ = request.environ
     fast = current_app.extensions.get(FAST_HITS) if by_url else None
+    if fast is not None:
+        root_url()  # the fast path answers only hosts whose root URL the view made (memoized)
     if fast is not None and not fast.knows(environ):
         rule = request.url_rule
-        root_url()  # the fast path answers only hosts whose root URL the view made
         fast.learn(
             environ,
             Route(rule.endpoint if rule else "none", request.path, tuple(namespaces), address(endpoint, params)),

@@ -17,6 +17,7 @@ miss), the cache unreachable or an outbox to drain.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
@@ -29,6 +30,7 @@ from app.http.respond import CONTENT_TYPES, OUTCOME_HEADER, client_has, filled_b
 from app.observability.logs import CACHE_OUTCOME, ENDPOINT, PATH
 from app.urls import ROOT_URL
 
+log = logging.getLogger(__name__)
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 FAST = "readwire.fast"  # WSGI environ key: set when this layer answered (tests)
@@ -82,7 +84,11 @@ class FastHits:
         root = known_root(environ, config["PUBLIC_BASE_URL"])
         if root is None:  # a host the view has not answered (yet): its root URL is the view's business
             return self.wsgi_app(environ, start_response)
-        entry = self.pages.near_entry(route.page, route.namespaces, time.time())
+        try:
+            entry = self.pages.near_entry(route.page, route.namespaces, time.time())
+        except Exception:  # not this layer's to answer: the view fails the same way, as problem+json
+            log.exception("fast path: left to the view")
+            entry = None
         if entry is None:
             return self.wsgi_app(environ, start_response)
         environ[FAST] = True

@@ -17,6 +17,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     register_blueprints(app)
     register_errorhandlers(app)
     register_commands(app)
+    register_fast_hits(app)  # innermost: in front of Flask itself
     register_cors(app)
     register_observability(app)  # last: the outermost middleware, so it times everything
     return app
@@ -45,6 +46,12 @@ def register_extensions(app: Flask) -> None:
 
 def register_observability(app: Flask) -> None:
     from app.observability.hooks import register_observability as register
+
+    register(app)
+
+
+def register_fast_hits(app: Flask) -> None:
+    from app.http.fast import register_fast_hits as register
 
     register(app)
 

@@ -146,6 +146,13 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         # ... and the hottest page entries, up to this many bytes per process (0 = none); a hit on
         # one costs no round trip.
         "CACHE_NEAR_BYTES": _int("CACHE_NEAR_BYTES", 64 * 1024 * 1024),
+        # A fresh near entry is answered (200 or 304) before Flask's request machinery when the
+        # same URL already went through the view once (app/http/fast.py): routing, the request
+        # context, query parsing and werkzeug's Response were about half of a hit's cost.
+        # FAST_HIT_ROUTES bounds the URLs remembered per process (each ~0.5 kB; cleared when full,
+        # a hot URL is learnt again by its next request).
+        "FAST_HITS": _flag("FAST_HITS", True),
+        "FAST_HIT_ROUTES": _int("FAST_HIT_ROUTES", 8192),
         # Fresh lifetimes (s). Content changes never wait for these (generations bump at
         # commit); they bound how long counters inside list items may lag (the contract).
         "CACHE_TTL_FEED": float(env.get("CACHE_TTL_FEED", 30)),

@@ -85,4 +85,5 @@ def popular() -> Response:
         growing=None,
         key_params=key_params,
         on_primary=True,
+        by_url=False,  # the clock names the snapshot of a first page
     )

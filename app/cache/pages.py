@@ -191,6 +191,21 @@ class Pages:
         return epoch, generations
 
     # --- serving ----------------------------------------------------------------------------
+    def near_entry(self, page: str, namespaces: Sequence[str], now: float) -> Entry | None:
+        """The fresh near copy serve() would answer as a `near_hit` for this page address, found
+        the same way (epoch and generations, then the versioned key), or None: whatever serve()
+        would do instead (drain the outbox, bypass, go to Redis, serve stale) is serve()'s."""
+        near = self.near
+        if near is None or self.invalidator.pending:
+            return None
+        versions = self.versions(namespaces)
+        if versions is None:
+            return None
+        entry: Entry | None = near.get(page_key(page, *versions))
+        if entry is None or entry.fresh_until <= now:
+            return None
+        return entry
+
     def serve(
         self,
         endpoint: str,

@@ -8,11 +8,13 @@ from typing import Any
 from flask import Response, current_app, request
 
 from app.cache.entries import Rendered
+from app.cache.keys import address
 from app.errors import ApiError, problem_for
 from app.exceptions import NotFound
 from app.extensions import page_cache
+from app.http.fast import FAST_HITS, Route
 from app.http.render import rendered_absence, rendered_json, rendered_page
-from app.http.respond import CACHE_OUTCOME, client_has, entry_response, not_modified
+from app.http.respond import CACHE_OUTCOME, client_has, entry_response, not_modified, root_url
 from app.pagination import Cursor, Direction, Page
 from app.replicas import read_only
 
@@ -24,13 +26,25 @@ def cached(
     family: str,
     compute: Callable[[], Rendered],
     on_primary: bool = False,
+    by_url: bool = True,
 ) -> Response:
     """Answer a public GET from the page cache (app/cache/pages.py), computing the page only
     when it must. `family` picks the TTL (feed, post, directory, popular); `on_primary`: the
-    page is never computed on a read replica (it writes what it reads)."""
+    page is never computed on a read replica (it writes what it reads). `by_url`: the page
+    follows from the URL alone, so its next near hits may be answered before Flask
+    (app/http/fast.py); False when it depends on more (/popular: the clock picks its snapshot)."""
     served = page_cache.serve(endpoint, namespaces, params, family, lambda: _render(compute, on_primary), on_primary)
     entry = served.entry
     environ = request.environ
+    fast = current_app.extensions.get(FAST_HITS) if by_url else None
+    if fast is not None:
+        root_url()  # the fast path answers only hosts whose root URL the view made (memoized)
+    if fast is not None and not fast.knows(environ):
+        rule = request.url_rule
+        fast.learn(
+            environ,
+            Route(rule.endpoint if rule else "none", request.path, tuple(namespaces), address(endpoint, params)),
+        )
     cache_control = current_app.config["HTTP_CACHE_CONTROL"]
     if client_has(environ, entry.rendered.etag, entry.modified_at):
         environ[CACHE_OUTCOME] = "not_modified"
@@ -69,6 +83,7 @@ def cached_page(
     growing: Direction | None,
     key_params: dict[str, Any] | None = None,
     on_primary: bool = False,
+    by_url: bool = True,
 ) -> Response:
     """A cached keyset page in the contract's envelope, with its Link header. `key_params`: the
     parameters that name the page in the cache when they are more than the query's."""
@@ -80,4 +95,5 @@ def cached_page(
         family,
         lambda: rendered_page(compute(), scope, after, params, growing, path),
         on_primary,
+        by_url,
     )

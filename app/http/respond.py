@@ -16,7 +16,7 @@ from app.observability.logs import CACHE_OUTCOME
 from app.urls import JSON_ROOT_URL, ROOT_URL
 
 __all__ = ["CACHE_OUTCOME"]
-_CONTENT_TYPES = {ATOM: ATOM + "; charset=utf-8"}
+CONTENT_TYPES = {ATOM: ATOM + "; charset=utf-8"}
 OUTCOME_HEADER = "X-App-Cache"  # what the page cache did, for clients and load tests
 
 
@@ -69,6 +69,12 @@ def client_has(environ: dict[str, Any], etag: str, modified_at: float) -> bool:
 _ROOTS: dict[tuple[str, str, str, str], str] = {}
 
 
+def known_root(environ: dict[str, Any], base: str) -> str | None:
+    """The root URL root_url() gave for this environ's scheme, host and script root, if it has
+    (without a request: app/http/fast.py)."""
+    return _ROOTS.get((base, environ["wsgi.url_scheme"], environ.get("HTTP_HOST", ""), environ.get("SCRIPT_NAME", "")))
+
+
 def root_url() -> str:
     """The API's root URL for this request (PUBLIC_BASE_URL, else scheme://host[/script root]),
     memoized per host: werkzeug rebuilds and re-quotes it on every access."""
@@ -109,7 +115,7 @@ def _fill(root: str, media_type: str) -> tuple[bytes, bytes]:
     return fill
 
 
-def _filled_body(rendered: Rendered, root: str) -> bytes:
+def filled_body(rendered: Rendered, root: str) -> bytes:
     """The body with its ROOT_URL placeholders replaced by this request's root URL."""
     placeholder, replacement = _fill(root, rendered.media_type)
     body = rendered.body
@@ -151,9 +157,9 @@ def entry_response(entry: Entry, cache_control: str, outcome: str, age: float | 
     """The stored rendering as this request's response (root URL filled in)."""
     rendered = entry.rendered
     root = root_url() if rendered.templated or rendered.link else ""
-    body = _filled_body(rendered, root) if rendered.templated else rendered.body
+    body = filled_body(rendered, root) if rendered.templated else rendered.body
     media_type = rendered.media_type
-    response = Response(body, status=rendered.status, content_type=_CONTENT_TYPES.get(media_type, media_type))
+    response = Response(body, status=rendered.status, content_type=CONTENT_TYPES.get(media_type, media_type))
     validators(response, rendered.etag, cache_control, outcome)
     response.headers["Last-Modified"] = http_date(entry.modified_at)
     if rendered.link:

@@ -23,7 +23,7 @@ from typing import Any
 from flask import Flask
 
 from app.compat import current_request
-from app.observability.logs import CACHE_OUTCOME, REQUEST_ID, AccessRecord, configure_logging
+from app.observability.logs import CACHE_OUTCOME, ENDPOINT, PATH, REQUEST_ID, AccessRecord, configure_logging
 from app.observability.metrics import RequestMetrics, Sampler
 
 _VALID_ID = re.compile(r"[\x20-\x7e]{1,128}")
@@ -76,8 +76,11 @@ class Observed:
         now = perf_counter()
         elapsed = now - started
         request = current_request()
-        rule = request.url_rule if request is not None else None
-        endpoint = rule.endpoint if rule is not None else "none"  # bounded: never the raw path
+        if request is not None:
+            rule = request.url_rule
+            endpoint = rule.endpoint if rule is not None else "none"  # bounded: never the raw path
+        else:  # answered before Flask (app/http/fast.py), or Flask never got that far
+            endpoint = environ.get(ENDPOINT, "none")
         outcome = environ.get(CACHE_OUTCOME)
         if self.metrics is not None and self.sampler is not None:
             self.metrics.observe(endpoint, status, elapsed, outcome)
@@ -86,7 +89,7 @@ class Observed:
         if access is not None and access.isEnabledFor(logging.INFO):
             fields = {
                 "method": environ["REQUEST_METHOD"],
-                "path": request.path if request is not None else environ.get("PATH_INFO"),
+                "path": request.path if request is not None else environ.get(PATH, environ.get("PATH_INFO")),
                 "query": environ.get("QUERY_STRING") or None,
                 "status": status,
                 "duration_ms": round(elapsed * 1000, 3),

@@ -22,6 +22,10 @@ from app.compat import logging_start_time
 
 REQUEST_ID = "readwire.request_id"  # WSGI environ key: this request's id (accepted or generated)
 CACHE_OUTCOME = "readwire.cache"  # WSGI environ key: what the page cache did (app/http/cached.py)
+# WSGI environ keys set by an answer made without a Flask request (app/http/fast.py): the
+# endpoint and path the view's request had.
+ENDPOINT = "readwire.endpoint"
+PATH = "readwire.path"
 _APPLIED: list[str] = []  # the level configured last (dictConfig replaces every handler: do it once)
 
 

@@ -309,8 +309,16 @@ class Publisher:
         self.breaker = CircuitBreaker(config["CACHE_BREAKER_THRESHOLD"], config["CACHE_BREAKER_COOLDOWN"])
 
     def publish(self, position: int) -> str:
-        """How the doorbell was rung: redis, postgres or local (this process only)."""
-        self.hub.poke()
+        """How the doorbell was rung: redis, postgres or local (this process only). The other
+        processes' first: once poked, this process's hub writes to all its streams in one pass of
+        the gevent loop (Hub.changed), and a PUBLISH still waiting for its reply waited for all of
+        it (traced: bumped -> published p50 131 ms against 8 ms, 270 streams, a busy machine)."""
+        try:
+            return self._ring_others(position)
+        finally:
+            self.hub.poke()
+
+    def _ring_others(self, position: int) -> str:
         if self.client is not None and self.breaker.allow():
             try:
                 self.client.publish(CHANNEL, str(position))
@@ -320,7 +328,7 @@ class Publisher:
                 self.breaker.failure()
                 log.warning("push: PUBLISH failed (%s); notifying through PostgreSQL", type(exc).__name__)
         if self.hub.engine.dialect.name != "postgresql":
-            return "local"  # the embedded default: one process, its hub was poked
+            return "local"  # the embedded default: one process, its hub is poked
         try:
             with self.hub.engine.connect() as conn:
                 notify = text("SELECT pg_notify(:channel, :position)")

@@ -1,15 +1,17 @@
 """Do idle Server-Sent Events streams slow the cache-hit path? Issue 13's "1,000 idle streams on one worker
 add < 5% to the hit path's p99", measured side by side in one run.
 
-    python -m bench.sse_idle [--streams 1000] [--rate 200] [--phase 20] [--pairs 2] [--stack-dir .stack]
+    python -m bench.sse_idle [--streams 1000] [--rate 200 | --concurrency 4] [--phase 20] [--pairs 2]
+                             [--stack-dir .stack]
 
 Uses the local stack's PostgreSQL and Redis (`make stack`), and starts its own gunicorn with ONE gevent
 worker pinned to one core (taskset), so every stream and every request share that worker. This process,
 pinned to the other core, is an open-loop generator (gevent): GETs of a warm feed page at a fixed rate on
 keep-alive connections, each latency measured from its scheduled send time (no coordinated omission).
-Phases alternate without and with N idle streams held open (heartbeats only), `--pairs` times; the report
-gives p50/p99 per phase and the ratio of the with/without p99 medians, plus the worker's RSS growth per
-stream. Traffic goes to 127.0.0.1 only, and every phase is bounded in time.
+(`--concurrency C`: C connections back to back instead, a closed loop.) Phases alternate without and with N
+idle streams held open (heartbeats only), `--pairs` rounds, the order flipped every round; the report gives
+p50/p99 per phase, each round's p99 ratio (with/without) and their median, the worker's CPU per request and
+its RSS growth per stream. Traffic goes to 127.0.0.1 only, and every phase is bounded in time.
 """
 
 from __future__ import annotations
@@ -127,6 +129,34 @@ def open_loop(port: int, rate: float, seconds: float, pool: Queue) -> list[float
     return latencies
 
 
+def closed_loop(port: int, concurrency: int, seconds: float) -> list[float]:
+    """Latencies (ms) of back-to-back GETs on `concurrency` keep-alive connections for `seconds`."""
+    latencies: list[float] = []
+    errors = 0
+    end = time.perf_counter() + seconds
+
+    def one() -> None:
+        nonlocal errors
+        conn = Conn(port)
+        while time.perf_counter() < end:
+            started = time.perf_counter()
+            try:
+                if conn.get() != 200:
+                    errors += 1
+            except (OSError, ValueError, IndexError):  # gunicorn closed it: a new one, counted
+                errors += 1
+                conn.sock.close()
+                conn = Conn(port)
+                continue
+            latencies.append((time.perf_counter() - started) * 1000)
+        conn.sock.close()
+
+    gevent.joinall([gevent.spawn(one) for _ in range(concurrency)], timeout=seconds + 30)
+    if errors:
+        print(f"  {errors} errors", flush=True)
+    return latencies
+
+
 def hold_streams(port: int, count: int) -> tuple[list[socket.socket], list[gevent.Greenlet], dict[str, int]]:
     seen = {"open": 0, "bytes": 0}
     socks: list[socket.socket] = []
@@ -167,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--streams", type=int, default=1000)
     p.add_argument("--rate", type=float, default=200.0, help="hit requests/s offered in every phase")
     p.add_argument("--phase", type=float, default=20.0, help="seconds per phase")
-    p.add_argument("--pairs", type=int, default=2)
+    p.add_argument("--pairs", type=int, default=2, help="rounds: one phase without and one with the streams each")
+    p.add_argument(
+        "--concurrency", type=int, default=0,
+        help="closed loop: this many connections sending back to back (0: open loop at --rate)",
+    )  # fmt: skip
     p.add_argument("--stack-dir", type=Path, default=REPO / ".stack")
     p.add_argument("--server-core", type=int, default=1)
     p.add_argument("--client-core", type=int, default=0)
@@ -227,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
                 while pool.qsize():  # fresh connections each phase: gunicorn closes idle keep-alive ones
                     pool.get().sock.close()
                 cpu_before = cpu_seconds(worker)
-                lat = open_loop(port, args.rate, args.phase, pool)
+                if args.concurrency:
+                    lat = closed_loop(port, args.concurrency, args.phase)
+                else:
+                    lat = open_loop(port, args.rate, args.phase, pool)
                 results[label].append(lat)
                 # The worker's CPU per request: what the streams cost it, whatever else the machine runs
                 # (its latency percentiles move with the other load; its own CPU time much less).
@@ -243,8 +280,17 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  streams released by the worker after {waited:.1f} s ({left} still held)", flush=True)
         p99 = {label: statistics.median(percentile(lat, 0.99) for lat in runs) for label, runs in results.items()}
         p50 = {label: statistics.median(percentile(lat, 0.5) for lat in runs) for label, runs in results.items()}
+        # Each round's two phases ran back to back under much the same machine load: their ratio
+        # cancels most of it, the median of the rounds' ratios the rest of the drift.
+        rounds = zip(results["with"], results["without"], strict=True)
+        ratios = [percentile(w, 0.99) / percentile(wo, 0.99) for w, wo in rounds]
         with open("/proc/loadavg") as f:
             print(f"load average after: {f.read().split()[:3]}")
+        mode = f"{args.concurrency} connections back to back" if args.concurrency else f"{args.rate:g} req/s open loop"
+        print(
+            f"hit p99 with {args.streams} idle streams / without, per round ({mode}): "
+            f"{[round(r, 3) for r in ratios]}: median **{statistics.median(ratios):.3f}**"
+        )
         print(
             f"median p99 without {p99['without']:.2f} ms, with {args.streams} idle streams {p99['with']:.2f} ms: "
             f"ratio {p99['with'] / p99['without']:.3f}; p50 {p50['without']:.2f} / {p50['with']:.2f} ms; "

@@ -31,6 +31,7 @@ from sqlalchemy.engine import Engine
 from app.cache.discovery import RedisTarget
 from app.cache.store import CircuitBreaker
 from app.models import PostEvent
+from app.replicas import autocommit
 
 log = logging.getLogger(__name__)
 CHANNEL = "rw:events"  # Redis pub/sub channel
@@ -115,7 +116,13 @@ class Hub:
         self.ring_size = int(config["SSE_RING"])
         self.poll_interval = float(config["SSE_POLL_INTERVAL"])
         self.replay_max = int(config["SSE_REPLAY_MAX"])
-        self.cond = threading.Condition()
+        self.cond = threading.Condition()  # guards the ring: _ids, _events, base, last
+        # Set, then replaced by a fresh Event, each time `last` moves: one broadcast wakes every
+        # stream waiting on it. Not cond.wait()/notify_all(): each waiter it wakes must re-take the
+        # condition's lock before it returns, one after another (a microbenchmark on a busy core:
+        # 250 gevent waiters all running again after 9.6 ms, against 5.4 ms with an Event; the
+        # rest of a fan-out is each stream's write).
+        self.changed = threading.Event()
         self.wake = threading.Event()
         self._ids: list[int] = []
         self._events: list[Event] = []
@@ -151,8 +158,14 @@ class Hub:
         self.stopped.set()
         self.wake.set()
 
+    @property
+    def reader(self) -> Engine:
+        """The engine in autocommit: a read is then one round trip (no BEGIN/ROLLBACK around it),
+        one statement a snapshot of its own (app/replicas.py: read_only)."""
+        return autocommit(self.engine)
+
     def head(self) -> int:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return int(conn.execute(select(func.coalesce(func.max(PostEvent.id), 0))).scalar_one())
 
     def prune(self, retention: float) -> int:
@@ -191,7 +204,7 @@ class Hub:
         """Append every committed event after `last` to the ring; how many were appended."""
         appended = 0
         while True:
-            with self.engine.connect() as conn:
+            with self.reader.connect() as conn:
                 rows = conn.execute(
                     select(PostEvent.id, PostEvent.kind, PostEvent.scopes, PostEvent.data)
                     .where(PostEvent.id > self.last)
@@ -209,7 +222,8 @@ class Hub:
                     cut = len(self._ids) - self.ring_size
                     self.base = self._ids[cut - 1]
                     del self._ids[:cut], self._events[:cut]
-                self.cond.notify_all()
+                changed, self.changed = self.changed, threading.Event()  # after `last` moved
+                changed.set()
             appended += len(events)
             if len(rows) < _FETCH:
                 return appended
@@ -252,6 +266,12 @@ class Hub:
                 self.stopped.wait(1.0)
 
     # --- reading (streams) ----------------------------------------------------------------------
+    def wait(self, cursor: int, timeout: float) -> None:
+        """Return once events after `cursor` are in the ring, or after `timeout` s."""
+        changed = self.changed  # taken before `last` is read: a fetch in between has set it
+        if self.last <= cursor:
+            changed.wait(timeout)
+
     def after(self, cursor: int) -> list[Event] | None:
         """Events after `cursor` (call with `cond` held); None when the ring no longer reaches back
         to `cursor` (the stream then reads the database)."""
@@ -263,7 +283,7 @@ class Hub:
         """Events after `position` from the database: (events, None), or ([], (head, reason)) when
         the stream must be reset: the position is unknown here, or more than SSE_REPLAY_MAX events
         were missed (keyset on the primary key, at most SSE_REPLAY_MAX + 2 rows read)."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(
                 select(PostEvent.id, PostEvent.kind, PostEvent.scopes, PostEvent.data)
                 .where(PostEvent.id >= position)
@@ -289,8 +309,16 @@ class Publisher:
         self.breaker = CircuitBreaker(config["CACHE_BREAKER_THRESHOLD"], config["CACHE_BREAKER_COOLDOWN"])
 
     def publish(self, position: int) -> str:
-        """How the doorbell was rung: redis, postgres or local (this process only)."""
-        self.hub.poke()
+        """How the doorbell was rung: redis, postgres or local (this process only). The other
+        processes' first: once poked, this process's hub writes to all its streams in one pass of
+        the gevent loop (Hub.changed), and a PUBLISH still waiting for its reply waited for all of
+        it (traced: bumped -> published p50 131 ms against 8 ms, 270 streams, a busy machine)."""
+        try:
+            return self._ring_others(position)
+        finally:
+            self.hub.poke()
+
+    def _ring_others(self, position: int) -> str:
         if self.client is not None and self.breaker.allow():
             try:
                 self.client.publish(CHANNEL, str(position))
@@ -300,7 +328,7 @@ class Publisher:
                 self.breaker.failure()
                 log.warning("push: PUBLISH failed (%s); notifying through PostgreSQL", type(exc).__name__)
         if self.hub.engine.dialect.name != "postgresql":
-            return "local"  # the embedded default: one process, its hub was poked
+            return "local"  # the embedded default: one process, its hub is poked
         try:
             with self.hub.engine.connect() as conn:
                 notify = text("SELECT pg_notify(:channel, :position)")

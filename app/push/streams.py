@@ -5,7 +5,7 @@ scope. Events come from the hub's ring while it reaches back to the cursor, else
 database (bounded; past SSE_REPLAY_MAX missed events the client gets `reset`). The cursor only
 moves forward and every event is compared with it, so the seam between the replay and the live
 part has neither a gap nor a duplicate. An idle stream costs a greenlet waiting on the hub's
-condition: no socket to Redis or PostgreSQL of its own.
+broadcast event: no socket to Redis or PostgreSQL of its own.
 
 Heartbeats are SSE comments every SSE_HEARTBEAT seconds at most; when events outside the
 stream's scope moved its cursor, the heartbeat carries `id:` too (an id-only message updates the
@@ -172,12 +172,12 @@ def _event_stream(
         # reconnect storm) must not wake and write all at once every interval ever after.
         next_beat = time.monotonic() + heartbeat * random.uniform(0.25, 1.0)
         while True:
+            while hub.last <= cursor:
+                remaining = next_beat - time.monotonic()
+                if remaining <= 0:
+                    break
+                hub.wait(cursor, remaining)
             with hub.cond:
-                while hub.last <= cursor:
-                    remaining = next_beat - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    hub.cond.wait(remaining)
                 pending: list[Event] | None = hub.after(cursor)
             if pending is None:  # the ring moved past this stream (a slow client): read the database
                 pending, reset = hub.replay(cursor)

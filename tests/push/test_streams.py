@@ -328,3 +328,26 @@ def test_with_redis_away_the_doorbell_goes_through_postgresql(make_app: Callable
         assert time.monotonic() - started < 5
     finally:
         stream.close()
+
+
+def test_a_write_wakes_every_waiting_stream_at_once_not_at_its_next_heartbeat(make_app: Callable[..., Flask]) -> None:
+    """The hub wakes all its streams with one broadcast when the ring moves (Hub.changed). Heartbeats
+    are 120 s apart here (the first one 30 s at the earliest), far past WAIT: a stream that only woke
+    on its own timer would not have the event in time."""
+    app = make_app(SSE_HEARTBEAT=120.0, SSE_MAX_PER_CLIENT=50)
+    author, category = an_author(app), a_category(app)
+    streams = [open_stream(app, STREAM) for _ in range(20)]
+    try:
+        assert all(s.status == 200 for s in streams)
+        for s in streams:
+            s.messages.get(timeout=WAIT)  # the opening message: the stream is past its start, waiting
+        post_id = create(app, author, "Everyone at once", category)
+        for s in streams:
+            message = s.next_event()
+            assert message.event == "post.created" and json.loads(message.data)["post"]["id"] == post_id
+    finally:
+        for s in streams:
+            s.stop.set()  # a reader checks it after each chunk: one more event lets every one end
+        create(app, author, "Goodbye", category)
+        for s in streams:
+            s.close()

@@ -29,6 +29,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from app.cache.keys import generation_key, lsn_key
+from app.exceptions import OutcomeUnknown
 from app.models import Author, CacheOutbox, Category, Comment, Post, PostTag, Tag
 
 if TYPE_CHECKING:
@@ -147,6 +148,17 @@ class Invalidator:
         return self.store.incr(keys, [lsn_key(n) for n in names] if lsn else (), lsn, force=force)
 
     def apply(self, names: Iterable[str], outbox_ids: list[int]) -> None:
+        """After a write's COMMIT: bump its generations and delete its outbox rows. If the database
+        fails us now (hung past the deadline, gone), the write is committed but its invalidation
+        is not done: the rows stay for the drain loops, and the write is not acknowledged
+        (OutcomeUnknown: the client must not be told to repeat it as if nothing happened)."""
+        try:
+            self._apply(names, outbox_ids)
+        except (DBAPIError, PoolTimeout) as exc:
+            log.warning("write committed, invalidation left in the outbox: %s", type(exc).__name__)
+            raise OutcomeUnknown() from None
+
+    def _apply(self, names: Iterable[str], outbox_ids: list[int]) -> None:
         ordered = sorted(names)
         keys = [generation_key(n) for n in ordered]
         give_up = time.monotonic() + self.retry_for

@@ -159,6 +159,7 @@ def test_writes_with_postgres_hung_get_503_within_the_deadline_and_nothing_ackno
     post_id, old_title = mine.json()["id"], mine.json()["title"]
     keyed_title, plain_title, new_title = (f"{kind} {uuid.uuid4().hex}" for kind in ("keyed", "plain", "edited"))
     key = {**auth, "Idempotency-Key": f'"{keyed_title}"'}
+    keyed_body, plain_body = _post_body(stack, keyed_title), _post_body(stack, plain_title)
 
     with postgres_hung(stack, HANG):
         answers = _concurrently(
@@ -166,12 +167,8 @@ def test_writes_with_postgres_hung_get_503_within_the_deadline_and_nothing_ackno
                 "patch": lambda: request(
                     edge, f"/api/v1/posts/{post_id}", "PATCH", auth, {"title": new_title}, timeout=HANG + 30
                 ),
-                "keyed post": lambda: request(
-                    edge, "/api/v1/posts", "POST", key, _post_body(stack, keyed_title), timeout=HANG + 30
-                ),
-                "plain post": lambda: request(
-                    app, "/api/v1/posts", "POST", auth, _post_body(stack, plain_title), timeout=HANG + 30
-                ),
+                "keyed post": lambda: request(edge, "/api/v1/posts", "POST", key, keyed_body, timeout=HANG + 30),
+                "plain post": lambda: request(app, "/api/v1/posts", "POST", auth, plain_body, timeout=HANG + 30),
             }
         )
     # Cut short before their COMMIT (the first statement hung): nothing was applied, and the
@@ -182,9 +179,9 @@ def test_writes_with_postgres_hung_get_503_within_the_deadline_and_nothing_ackno
     assert request(app, f"/api/v1/posts/{post_id}").json()["title"] == old_title
     assert _titles(stack, new_title) == [] and _titles(stack, plain_title) == [] and _titles(stack, keyed_title) == []
     # The client follows the advice: the keyed POST again, and again (a replay), makes one post.
-    first = request(edge, "/api/v1/posts", "POST", headers=key, body=_post_body(stack, keyed_title))
+    first = request(edge, "/api/v1/posts", "POST", headers=key, body=keyed_body)
     assert first.status == 201, first.body
-    again = request(edge, "/api/v1/posts", "POST", headers=key, body=_post_body(stack, keyed_title))
+    again = request(edge, "/api/v1/posts", "POST", headers=key, body=keyed_body)
     assert again.status == 201 and again.headers["Idempotent-Replayed"] == "true"
     assert _titles(stack, keyed_title) == [first.json()["id"]]
     edited = request(edge, f"/api/v1/posts/{post_id}", "PATCH", headers=auth, body={"title": new_title})

@@ -69,6 +69,22 @@ def bounded(seconds: float) -> Iterator[None]:
         _EXPIRY.reset(token)
 
 
+@contextmanager
+def at_least(seconds: float) -> Iterator[None]:
+    """Inside a scope, database waits in this block have `seconds` more even if its deadline is
+    (nearly) spent: what must follow a COMMIT that succeeded (its cache invalidation) before the
+    write can be acknowledged. Outside any scope: no bound, as everywhere."""
+    outer = _EXPIRY.get()
+    if outer is None:
+        yield
+        return
+    token = _EXPIRY.set(max(outer, time.monotonic() + seconds))
+    try:
+        yield
+    finally:
+        _EXPIRY.reset(token)
+
+
 class _Expired(Exception):
     pass
 

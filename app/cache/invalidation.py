@@ -29,6 +29,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from app.cache.keys import generation_key, lsn_key
+from app.deadline import at_least
 from app.exceptions import OutcomeUnknown
 from app.models import Author, CacheOutbox, Category, Comment, Post, PostTag, Tag
 
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
     from app.cache.store import Store
 
 log = logging.getLogger(__name__)
+# After a write's COMMIT, its invalidation (one statement and the INCRs) gets this long past the
+# request's database deadline (app/deadline.py): a write that committed in the last milliseconds
+# of its budget is still acknowledged, and a request waits at most the deadline + this.
+AFTER_COMMIT_S = 1.0
 _NAMESPACES = "invalidation.namespaces"  # session.info keys
 _OUTBOX_IDS = "invalidation.outbox_ids"
 
@@ -153,7 +158,8 @@ class Invalidator:
         is not done: the rows stay for the drain loops, and the write is not acknowledged
         (OutcomeUnknown: the client must not be told to repeat it as if nothing happened)."""
         try:
-            self._apply(names, outbox_ids)
+            with at_least(AFTER_COMMIT_S):  # the COMMIT succeeded: finishing it may take a little more
+                self._apply(names, outbox_ids)
         except (DBAPIError, PoolTimeout) as exc:
             log.warning("write committed, invalidation left in the outbox: %s", type(exc).__name__)
             raise OutcomeUnknown() from None

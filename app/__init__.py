@@ -33,6 +33,7 @@ def register_extensions(app: Flask) -> None:
         invalidation.init_app(app, db.engine)
         push.init_app(app, db.engine, invalidation.after_commit)
     replicas.init_app(app, db)
+    register_deadline(app)
     page_cache.init_app(app, invalidation.invalidator(app), replicas.router(app))
     cursors.init_app(app)
     limiter.init_app(app)
@@ -42,6 +43,19 @@ def register_extensions(app: Flask) -> None:
 
     listen()  # keyed writes record their answer in their own transaction
     popular.init_app(app)  # which /popular snapshots this process knows exist
+
+
+def register_deadline(app: Flask) -> None:
+    """The client-side database deadline (app/deadline.py) on every engine, and each request's budget."""
+    from app import deadline
+    from app.extensions import db, replicas
+
+    with app.app_context():
+        deadline.bind(db.engine)
+    router = replicas.router(app)
+    for replica in router.replicas if router is not None else ():
+        deadline.bind(replica.engine)
+    deadline.init_app(app)
 
 
 def register_observability(app: Flask) -> None:

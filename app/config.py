@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import secrets
 from collections.abc import Mapping
@@ -83,18 +84,35 @@ def db_pool_size() -> int:
     return max(2, min(worker_connections(), budget // (2 * max(1, workers))))
 
 
+def db_deadline_ms(env: Mapping[str, str]) -> int:
+    """The client-side database deadline (app/deadline.py): how long a request may wait on
+    PostgreSQL in all (pool checkout, connect, statements, COMMIT), 0 = none.
+
+    A hung server answers nothing and its own statement_timeout cannot fire: without a bound of
+    the client's, requests waited as long as the hang (a 12 s SIGSTOP: /readyz 11.1 s, a PATCH
+    11.6 s, warm pages 11.4-12.7 s, issue 12). Reads take milliseconds and a write tens of them,
+    so 2 s is far past a healthy answer even on a busy machine, and short enough that a client
+    gets stale bytes or a 503 (and Nginx's retry or the next request) instead of a hang.
+    """
+    return int(env.get("DB_DEADLINE_MS", 2000))
+
+
 def _engine_options(env: Mapping[str, str]) -> dict[str, Any]:
+    deadline_s = db_deadline_ms(env) / 1000
     return {
         "pool_size": db_pool_size(),
         "max_overflow": 0,  # see db_pool_size: a connection opened past the pool would be closed again
-        # A request waits this long for a connection when every one is busy, then gets 503.
-        "pool_timeout": float(env.get("DB_POOL_TIMEOUT", 2.0)),
+        # A request waits this long for a connection when every one is busy, then gets 503 (by
+        # default the database deadline: a checkout is one of its waits).
+        "pool_timeout": float(env.get("DB_POOL_TIMEOUT", deadline_s or 2.0)),
         "pool_pre_ping": False,  # a dead connection raises once and the pool invalidates it
         "pool_recycle": 1800,
         # Feed pages bring their tags as JSON (app/services/posts.py): orjson parses them.
         "json_deserializer": orjson.loads,
         "connect_args": {
-            "connect_timeout": _int("DB_CONNECT_TIMEOUT", 2),
+            # The handshake of a new connection (libpq's minimum is 2 s; a request's handshake also
+            # ends with its database deadline).
+            "connect_timeout": _int("DB_CONNECT_TIMEOUT", max(2, math.ceil(deadline_s))),
             # A runaway query must not hold a worker: reads are milliseconds.
             "options": f"-c statement_timeout={_int('DB_STATEMENT_TIMEOUT_MS', 5000)}",
         },
@@ -127,6 +145,8 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "SQLALCHEMY_DATABASE_URI": database_url,
         "SQLALCHEMY_RECORD_QUERIES": False,
         "SQLALCHEMY_ENGINE_OPTIONS": {"json_deserializer": orjson.loads} if embedded else _engine_options(env),
+        # The client-side database deadline per request, in ms (db_deadline_ms above; 0 = none).
+        "DB_DEADLINE_MS": 0 if embedded else db_deadline_ms(env),
         # Cache tier (app/cache). Without REDIS_URL an in-process store (embedded default).
         "REDIS_URL": overrides.get("REDIS_URL", redis_url),
         # A cache answer takes well under 1 ms on loopback; 50 ms means "Redis is in trouble",

@@ -15,7 +15,17 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from app.exceptions import DomainError, Forbidden, Invalid, InvalidCursor, KeyInFlight, KeyReused, NotFound
+from app.deadline import CommitUnconfirmed
+from app.exceptions import (
+    DomainError,
+    Forbidden,
+    Invalid,
+    InvalidCursor,
+    KeyInFlight,
+    KeyReused,
+    NotFound,
+    OutcomeUnknown,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +121,9 @@ def problem_for(exc: DomainError) -> ApiError:
         return ApiError(409, "idempotency_key_in_use", exc.detail, title="Request in progress", headers=retry)
     if isinstance(exc, KeyReused):
         return ApiError(422, "idempotency_key_reused", exc.detail, title="Idempotency key reused")
+    if isinstance(exc, OutcomeUnknown):
+        # 503, but no Retry-After: repeating a write that may have been applied could apply it twice.
+        return ApiError(503, "outcome_unknown", exc.detail, title="Outcome unknown")
     raise TypeError(f"no problem+json mapping for {type(exc).__name__}")
 
 
@@ -179,7 +192,15 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(Exception, _from_unexpected)
 
 
+def unconfirmed(exc: BaseException) -> bool:
+    """A write whose outcome nobody can tell now (COMMIT cut short by the database deadline)."""
+    return isinstance(exc, OutcomeUnknown) or (isinstance(exc, DBAPIError) and isinstance(exc.orig, CommitUnconfirmed))
+
+
 def _database_or_unexpected(exc: DBAPIError) -> Response:
+    if isinstance(exc.orig, CommitUnconfirmed):
+        log.warning("write outcome unknown: %s", type(exc.orig).__name__)
+        return problem_response(problem_for(OutcomeUnknown()))
     if exc.connection_invalidated or isinstance(exc, OperationalError):
         return _from_database_error(exc)
     return _from_unexpected(exc)

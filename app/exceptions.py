@@ -52,3 +52,15 @@ class KeyReused(DomainError):
         self, detail: str = "This Idempotency-Key was already used for a different request; use a new key."
     ) -> None:
         super().__init__(detail)
+
+
+class OutcomeUnknown(DomainError):
+    """A write that may or may not have been applied: its COMMIT was not confirmed in time, or it
+    committed but what must follow (its cache invalidation) could not reach the database."""
+
+    def __init__(
+        self,
+        detail: str = "The database did not confirm this write in time: it may or may not have been applied. "
+        "Check before repeating it, or send writes with an Idempotency-Key so that a retry is safe.",
+    ) -> None:
+        super().__init__(detail)

@@ -29,12 +29,18 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from app.cache.keys import generation_key, lsn_key
+from app.deadline import at_least
+from app.exceptions import OutcomeUnknown
 from app.models import Author, CacheOutbox, Category, Comment, Post, PostTag, Tag
 
 if TYPE_CHECKING:
     from app.cache.store import Store
 
 log = logging.getLogger(__name__)
+# After a write's COMMIT, its invalidation (one statement and the INCRs) gets this long past the
+# request's database deadline (app/deadline.py): a write that committed in the last milliseconds
+# of its budget is still acknowledged, and a request waits at most the deadline + this.
+AFTER_COMMIT_S = 1.0
 _NAMESPACES = "invalidation.namespaces"  # session.info keys
 _OUTBOX_IDS = "invalidation.outbox_ids"
 
@@ -147,6 +153,18 @@ class Invalidator:
         return self.store.incr(keys, [lsn_key(n) for n in names] if lsn else (), lsn, force=force)
 
     def apply(self, names: Iterable[str], outbox_ids: list[int]) -> None:
+        """After a write's COMMIT: bump its generations and delete its outbox rows. If the database
+        fails us now (hung past the deadline, gone), the write is committed but its invalidation
+        is not done: the rows stay for the drain loops, and the write is not acknowledged
+        (OutcomeUnknown: the client must not be told to repeat it as if nothing happened)."""
+        try:
+            with at_least(AFTER_COMMIT_S):  # the COMMIT succeeded: finishing it may take a little more
+                self._apply(names, outbox_ids)
+        except (DBAPIError, PoolTimeout) as exc:
+            log.warning("write committed, invalidation left in the outbox: %s", type(exc).__name__)
+            raise OutcomeUnknown() from None
+
+    def _apply(self, names: Iterable[str], outbox_ids: list[int]) -> None:
         ordered = sorted(names)
         keys = [generation_key(n) for n in ordered]
         give_up = time.monotonic() + self.retry_for

@@ -44,6 +44,7 @@ from app.cache.invalidation import Invalidator
 from app.cache.keys import EPOCH_KEY, address, address_key, generation_key, lock_key, lsn_key, page_key
 from app.cache.near import NearEntries
 from app.cache.store import LocalStore, Store, make_store
+from app.deadline import app_scope
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -361,11 +362,13 @@ class Pages:
 
 
 def _spawn_in(app: Flask) -> Background:
-    """Run a function in its own thread (a greenlet under gevent) inside an app context."""
+    """Run a function in its own thread (a greenlet under gevent) inside an app context, its
+    database waits bounded by the app's deadline (app/deadline.py): a refresh against a hung
+    database gives up and leaves the stale entry, and its connection, invalidated, is not reused."""
 
     def spawn(fn: Callable[[], None]) -> None:
         def run() -> None:
-            with app.app_context():
+            with app.app_context(), app_scope(app):  # bounded by the database deadline, like a request
                 fn()
 
         threading.Thread(target=run, name="page-refresh", daemon=True).start()

@@ -22,7 +22,7 @@ import orjson
 from flask import Response, current_app, request
 from flask_jwt_extended import current_user
 
-from app.errors import ApiError
+from app.errors import ApiError, unavailable, unconfirmed
 from app.http.render import json_bytes
 from app.http.respond import with_root
 from app.schemas.writes import read_body
@@ -105,6 +105,11 @@ def idempotent(
                 return replayed(stored)
             try:
                 return view(*args, **kwargs)
+            except Exception as exc:
+                if unconfirmed(exc):  # committed or not, a retry with this key is safe: it replays or runs
+                    detail = "The database did not confirm this write in time; retry it with the same Idempotency-Key."
+                    raise unavailable(detail) from None
+                raise
             finally:
                 idempotency.release()
 

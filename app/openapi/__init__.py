@@ -71,7 +71,9 @@ request that commits is the only write, and every repetition gets its answer aga
 with another body or path is `422 idempotency_key_reused`; while the first request is still in
 progress, `409 idempotency_key_in_use` (with `Retry-After`). A request that failed wrote nothing
 and can be retried with its key. Keys are kept 24 hours per author. Without a key, a write whose
-outcome the edge cannot know is `502 outcome_unknown` (no `Retry-After`): check before repeating it.
+outcome the edge cannot know is `502 outcome_unknown` (no `Retry-After`), and one whose COMMIT the
+database did not confirm within its deadline `503 outcome_unknown` (no `Retry-After`): check before
+repeating it.
 
 **Request ids.** Every response carries `X-Request-ID`: yours if you sent a valid one (1-128
 printable ASCII characters), else a generated one. It is in every log line of the request.

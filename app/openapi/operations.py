@@ -206,7 +206,13 @@ def write(
             "429": problem(
                 "`rate_limited`: over the quota.", *_RATED, "Retry-After", required=(*_RATED, "Retry-After")
             ),
-            "503": problem("`unavailable`: the database is unreachable; nothing changed.", "Retry-After"),
+            "503": problem(
+                "`unavailable` (with `Retry-After`): the database is unreachable or did not answer within "
+                "its deadline; nothing changed. `outcome_unknown` (no `Retry-After`): the database did not "
+                "confirm the write in time, so it may or may not have been applied: check before repeating "
+                "it" + (" (with an `Idempotency-Key`: `unavailable`, repeat it with the same key)." if keyed else "."),
+                "Retry-After",
+            ),
         }
     )
     operation: dict[str, Any] = {

@@ -140,7 +140,9 @@ def test_control_the_c_wait_serializes_a_gevent_worker(stack: StackInfo, tmp_pat
     bare_conf = tmp_path / "bare.conf.py"  # without -c, gunicorn would read ./gunicorn.conf.py
     bare_conf.write_text("")
     argv = ["-c", str(bare_conf), "-k", "gevent", "-w", "1", "--no-control-socket", SLOW_APP]
-    with serve(stack, argv, log, {"PSYCOPG_WAIT_FUNC": "wait_c"}) as (port, _):
+    # Serialized, the last request waits for the others' sleeps: past the database deadline
+    # (app/deadline.py) that would be a 503; this measures the serialization, so no deadline.
+    with serve(stack, argv, log, {"PSYCOPG_WAIT_FUNC": "wait_c", "DB_DEADLINE_MS": "0"}) as (port, _):
         wall, statuses = concurrent_sleeps(port, 4, 0.5)
     assert statuses == [200] * 4
     assert wall >= 1.9, f"4 x pg_sleep(0.5) took only {wall:.2f} s with the C wait"

@@ -53,6 +53,11 @@ from loadtests import audit, timings
 
 FAULTS = ("redis-kill", "redis-stop", "postgres-stop", "postgres-restart", "worker-kill", "gunicorn-hup")
 SHORT_FAULTS = ("redis-kill", "postgres-stop", "worker-kill", "gunicorn-hup")
+# Faults of the app's own processes: a request in flight on a killed or replaced worker waits for
+# Nginx's retry or a new worker's boot, which the database deadline does not bound. Their spans'
+# slowest request is reported on a line of its own, not judged against the deadline (issue 12:
+# measured 5.8 s (worker kill) and 6.6 s (HUP) at load 10-13 on 2 cores).
+PROCESS_FAULTS = frozenset({"worker-kill", "gunicorn-hup"})
 LEAD_S = 8.0  # steady load before the first fault
 TAIL_S = 15.0  # no fault starts later than this before the end: the last one must be seen to recover
 GRACE_S = 2.0  # after the repair, still "during" (reconnects, Nginx's 1 s microcache, a request in flight)
@@ -368,6 +373,7 @@ def verdict(
     deadline_ms: float | None,
     wanted: Sequence[str],
     injector_errors: Sequence[str],
+    process_max_ms: float | None = None,
 ) -> list[Line]:
     """The SLO lines. Without a database deadline in the product the slowest request is reported, not judged."""
     lines = [
@@ -426,9 +432,21 @@ def verdict(
         lines.append(
             Line(
                 "slowest request",
-                f"<= {limit_ms / 1000:g} s ({slo.deadline_setting} {deadline_ms:g} ms + {slo.over_deadline_s:g} s)",
+                f"<= {limit_ms / 1000:g} s ({slo.deadline_setting} {deadline_ms:g} ms + {slo.over_deadline_s:g} s; "
+                "outside app-process faults)",
                 measured,
                 max_ms is not None and max_ms <= limit_ms,
+            )
+        )
+    if process_max_ms is not None:
+        lines.append(
+            Line(
+                "slowest request in app-process faults",
+                "reported",
+                f"{process_max_ms / 1000:.2f} s (NOT JUDGED: a worker kill or HUP is not bounded by the database "
+                f"deadline; {', '.join(sorted(PROCESS_FAULTS))})",
+                True,
+                enforced=False,
             )
         )
     return lines
@@ -546,8 +564,21 @@ def execute(scenario: Any, args: argparse.Namespace, state: dict[str, Any], runn
         audit_result = audit.audit_run(run_dir, str(ctx.database_url), since).as_dict()
     except Exception as exc:  # reported as a failed line, never a traceback
         injector.errors.append(f"audit: {type(exc).__name__}: {exc}")
-    max_ms = max((r.ms for r in requests), default=None)
-    lines = verdict(slo_file, reports, audit_result, stale_outside, max_ms, deadline_ms, names, injector.errors)
+    before_faults = [r.ms for r in requests if r.end < first_fault]
+    judged = before_faults + [r.max_ms for r in reports if r.name not in PROCESS_FAULTS and r.max_ms is not None]
+    max_ms = max(judged, default=None)
+    process = [r.max_ms for r in reports if r.name in PROCESS_FAULTS and r.max_ms is not None]
+    lines = verdict(
+        slo_file,
+        reports,
+        audit_result,
+        stale_outside,
+        max_ms,
+        deadline_ms,
+        names,
+        injector.errors,
+        max(process, default=None),
+    )
     ok = all(line.ok for line in lines)
     # The ordinary load SLO table, plots and summary.md (information: faults break latency by design).
     meta_run = {

@@ -142,6 +142,12 @@ def test_with_a_database_deadline_the_slowest_request_is_judged_against_it_plus_
     assert lines_for(deadline_ms=2000.0, max_ms=3100.0)["slowest request"] == (False, True)
 
 
+def test_the_app_process_faults_slowest_request_is_reported_apart_and_not_judged() -> None:
+    lines = lines_for(deadline_ms=2000.0, max_ms=2900.0, process_max_ms=6600.0)
+    assert lines["slowest request"] == (True, True)
+    assert lines["slowest request in app-process faults"] == (True, False)
+
+
 def test_lost_duplicated_stale_missing_faults_and_no_audit_each_fail() -> None:
     assert lines_for(audit_result=audited(lost=1))["acknowledged writes lost"] == (False, True)
     assert lines_for(audit_result=audited(checked=0))["acknowledged writes lost"] == (False, True)  # nothing checked

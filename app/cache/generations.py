@@ -36,7 +36,8 @@ would still need this read to be correct.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, text
@@ -65,22 +66,78 @@ def bump(conn: Any, names: Sequence[str]) -> None:
     conn.execute(_BUMP, {"names": sorted(set(names))})
 
 
-class DatabaseGenerations:
-    """Reads a page's generations from the primary database, outside any transaction."""
+class _Read:
+    """One query for every namespace its callers asked for; `rows` None if it failed."""
 
-    def __init__(self, engine: Any) -> None:
+    __slots__ = ("done", "names", "rows", "turn")
+
+    def __init__(self) -> None:
+        self.names: set[str] = {EPOCH}
+        self.turn = threading.Event()  # set: the caller that opened it may send it now
+        self.done = threading.Event()
+        self.rows: dict[str, int] | None = None
+
+
+class DatabaseGenerations:
+    """Reads pages' generations from the primary database, outside any transaction.
+
+    Reads are grouped (a group commit, for reads): at most one query is in flight per process;
+    callers that arrive meanwhile join the next one, sent when the current one is answered. A
+    caller only ever joins a query that has not been sent yet, so the query's snapshot is later
+    than the caller's arrival, as it must be (module docstring); under load many requests share
+    one round trip, alone a caller sends at once."""
+
+    def __init__(self, engine: Any, wait: float = 5.0) -> None:
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.wait = wait
+        self._lock = threading.Lock()
+        self._busy = False  # a query is in flight
+        self._next: _Read | None = None  # the query being gathered, sent when the current one ends
 
     def token(self, namespaces: Sequence[str]) -> str | None:
         """`epoch:g1.g2...` for `namespaces` (0 for one never written), or None when it cannot be
         known (database unreachable, table without its epoch row): then nothing may be kept."""
+        rows = self._rows(namespaces)
+        epoch = rows.get(EPOCH) if rows is not None else None
+        if rows is None or epoch is None:
+            return None
+        return f"{epoch}:" + ".".join(str(rows.get(n, 0)) for n in namespaces)
+
+    def _rows(self, namespaces: Sequence[str]) -> dict[str, int] | None:
+        with self._lock:
+            read = self._next
+            opened = read is None
+            if read is None:
+                read = self._next = _Read()
+            read.names.update(namespaces)
+            if not self._busy:  # nothing in flight: send now
+                self._busy, self._next = True, None
+                read.turn.set()
+        if not opened:  # another caller sends it
+            if not read.done.wait(self.wait):
+                return self._query(namespaces)  # that caller is stuck: ask alone
+            return read.rows
+        if not read.turn.wait(self.wait):  # the query in flight is stuck: send this one anyway
+            with self._lock:
+                if self._next is read:
+                    self._next = None
+        try:
+            read.rows = self._query(read.names)
+        finally:
+            read.done.set()
+            with self._lock:  # hand over to the query gathered meanwhile, if any
+                following = self._next
+                if following is None:
+                    self._busy = False
+                else:
+                    self._next = None
+                    following.turn.set()
+        return read.rows
+
+    def _query(self, names: Iterable[str]) -> dict[str, int] | None:
         try:
             with self.engine.connect() as conn:
-                rows = dict(conn.execute(_READ, {"names": [EPOCH, *namespaces]}).all())
+                return dict(conn.execute(_READ, {"names": sorted(names)}).tuples().all())
         except (DBAPIError, PoolTimeout) as exc:
             log.warning("database generations unreadable: %s", type(exc).__name__)
             return None
-        epoch = rows.get(EPOCH)
-        if epoch is None:
-            return None
-        return f"{epoch}:" + ".".join(str(rows.get(n, 0)) for n in namespaces)

@@ -5,14 +5,16 @@ is never followed by the old page from another's copies, nor when Redis comes ba
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 from flask import Flask
 from sqlalchemy import event, text
 
-from app.extensions import db
+from app.cache import generations
+from app.extensions import db, page_cache
 from devstack.servers import Redis
 from tests.cache.test_cache import FEED, retitle, top_post
 
@@ -139,3 +141,41 @@ def test_a_rollback_bumps_no_database_generation(make_app: Callable[..., Flask],
         after = dict(db.session.execute(text("SELECT namespace, generation FROM cache_generations")).all())
     assert after == before
     assert read(app) == (post.title, "degraded_hit")
+
+
+def test_a_generations_read_arriving_while_one_is_in_flight_is_answered_by_a_later_query(
+    make_app: Callable[..., Flask],
+) -> None:
+    """Grouped reads (DatabaseGenerations): a caller joins only a query not yet sent, so a write
+    committed before it arrived is in its answer even while an older query is still in flight."""
+    app = make_app(**DOWN)
+    database = page_cache.pages(app).database
+    assert database is not None
+    original = database._query
+    in_flight, release = threading.Event(), threading.Event()
+
+    def slow_first(names: Iterable[str]) -> dict[str, int] | None:
+        rows = original(names)  # this query's snapshot is taken now...
+        if not in_flight.is_set():
+            in_flight.set()
+            release.wait(10)  # ...and its answer arrives only after the write below
+        return rows
+
+    database._query = slow_first  # type: ignore[method-assign]
+    first: list[str | None] = []
+    second: list[str | None] = []
+    early = threading.Thread(target=lambda: first.append(database.token(["feed"])))
+    early.start()
+    assert in_flight.wait(10)
+    with app.app_context(), db.engine.begin() as conn:
+        generations.bump(conn, ["feed"])  # committed: acknowledged before the next caller arrives
+    late = threading.Thread(target=lambda: second.append(database.token(["feed"])))
+    late.start()
+    deadline = time.monotonic() + 10
+    while database._next is None and time.monotonic() < deadline:  # the late caller is waiting its turn
+        time.sleep(0.005)
+    release.set()
+    early.join(10)
+    late.join(10)
+    assert first[0] is not None and second[0] is not None
+    assert int(second[0].rpartition(":")[2]) == int(first[0].rpartition(":")[2]) + 1

@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -81,7 +82,8 @@ def test_readers_of_an_uncached_page_with_redis_killed_wait_for_the_database_onl
             results = _readers(port, f"/api/v1/feed?limit={limit}")
             assert len(results) == READERS and {r[0] for r in results} == {200}, results
             assert max(r[1] for r in results) < BOUND, sorted(r[1] for r in results)
-            assert {r[2] for r in results} <= {"bypass", "miss"}
+            # computed, or (a reader arriving after the first answer) its near copy (degraded mode)
+            assert {r[2] for r in results} <= {"bypass", "miss", "degraded_hit"}
     finally:
         assert wait_for(lambda: not os.path.exists(f"/proc/{stack.pid('redis')}"), 10)
         Stack(stack.root).restart_redis()
@@ -126,8 +128,17 @@ def test_with_redis_killed_workers_serve_their_copies_and_an_edit_is_never_follo
             assert {title for title, _ in seen} == {f"Edit {n}"}, seen
             assert "degraded_hit" in {outcome for _, outcome in seen}
     finally:
-        assert wait_for(lambda: not os.path.exists(f"/proc/{stack.pid('redis')}"), 10)
+        assert wait_for(lambda: _gone(stack.pid("redis")), 10)
         Stack(stack.root).restart_redis()
         stack.state["services"]["redis"]["pid"] = Stack(stack.root).read_state()["services"]["redis"]["pid"]  # type: ignore[index]
     assert wait_for(lambda: _cache_ok(port), 30)
     assert {_post(port, post_id)[0] for _ in range(20)} == {"Edit 3"}
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie counts: a Redis restarted by an earlier test is this process's child)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] == "Z"

@@ -23,13 +23,31 @@ POST_PAGE = "/api/v1/posts/{}"
 DOWN = {"CACHE_INVALIDATION_WAIT": 0.0, "CACHE_NEAR_TRUST": 0.0}
 
 
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
+    """A Redis server of this module's own: stopping it leaves the session's (other tests' apps) alone."""
+    server = Redis.start(tmp_path_factory.mktemp("redis-degraded"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
-def redis_down(redis_server: Redis) -> Iterator[Redis]:
-    """Redis stopped for the test's body, running again afterwards (empty: its data is gone)."""
-    redis_server.stop()
-    yield redis_server
-    if not redis_server.is_running():
-        redis_server.restart()
+def on_own_redis(make_app: Callable[..., Flask], own_redis: Redis) -> Callable[..., Flask]:
+    """Apps (make_app) on this module's Redis, running at the start of each test."""
+    if not own_redis.is_running():
+        own_redis.restart()
+    return lambda **overrides: make_app(**{"REDIS_URL": own_redis.url, **DOWN, **overrides})
+
+
+@pytest.fixture
+def redis_down(own_redis: Redis) -> Iterator[Redis]:
+    """This module's Redis stopped for the test's body, running again afterwards (empty: its data is gone)."""
+    own_redis.stop()
+    yield own_redis
+    if not own_redis.is_running():
+        own_redis.restart()
 
 
 def read(app: Flask, url: str = FEED) -> tuple[str, str]:
@@ -55,9 +73,9 @@ def page_queries(app: Flask) -> tuple[list[str], Callable[[], None]]:
 
 
 def test_with_redis_down_a_warm_page_is_served_from_the_near_copy_not_the_page_query(
-    make_app: Callable[..., Flask], redis_down: Redis
+    on_own_redis: Callable[..., Flask], redis_down: Redis
 ) -> None:
-    app = make_app(**DOWN)
+    app = on_own_redis()
     queries, stop = page_queries(app)
     try:
         outcomes = [read(app)[1] for _ in range(20)]
@@ -69,9 +87,9 @@ def test_with_redis_down_a_warm_page_is_served_from_the_near_copy_not_the_page_q
 
 
 def test_with_redis_down_a_write_through_one_process_is_seen_at_once_by_another(
-    make_app: Callable[..., Flask], redis_down: Redis
+    on_own_redis: Callable[..., Flask], redis_down: Redis
 ) -> None:
-    writer, reader = make_app(**DOWN), make_app(**DOWN)
+    writer, reader = on_own_redis(), on_own_redis()
     post = top_post(writer)
     for _ in range(5):
         read(reader)
@@ -98,9 +116,10 @@ def until_redis_serves(app: Flask, timeout: float = 20.0) -> tuple[set[str], str
 
 
 def test_no_stale_page_across_redis_going_and_coming_back_empty(
-    make_app: Callable[..., Flask], redis_server: Redis
+    on_own_redis: Callable[..., Flask], own_redis: Redis
 ) -> None:
-    writer, reader = make_app(**DOWN), make_app(**DOWN)
+    writer, reader = on_own_redis(), on_own_redis()
+    redis_server = own_redis
     post = top_post(writer)
     assert read(reader)[0] == post.title  # Redis up: a near copy under Redis generations
     redis_server.stop()
@@ -128,8 +147,8 @@ def test_no_stale_page_across_redis_going_and_coming_back_empty(
     assert outcome in ("miss", "hit", "near_hit")
 
 
-def test_a_rollback_bumps_no_database_generation(make_app: Callable[..., Flask], redis_down: Redis) -> None:
-    app = make_app(**DOWN)
+def test_a_rollback_bumps_no_database_generation(on_own_redis: Callable[..., Flask], redis_down: Redis) -> None:
+    app = on_own_redis()
     post = top_post(app)
     for _ in range(4):
         read(app)
@@ -144,11 +163,11 @@ def test_a_rollback_bumps_no_database_generation(make_app: Callable[..., Flask],
 
 
 def test_a_generations_read_arriving_while_one_is_in_flight_is_answered_by_a_later_query(
-    make_app: Callable[..., Flask],
+    on_own_redis: Callable[..., Flask],
 ) -> None:
     """Grouped reads (DatabaseGenerations): a caller joins only a query not yet sent, so a write
     committed before it arrived is in its answer even while an older query is still in flight."""
-    app = make_app(**DOWN)
+    app = on_own_redis()
     database = page_cache.pages(app).database
     assert database is not None
     original = database._query

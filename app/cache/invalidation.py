@@ -3,7 +3,9 @@
 While a session flushes, the namespaces its changes touch are resolved (ids -> slugs, in the
 same transaction) and written to cache_outbox in that transaction. After the commit they are
 bumped (one INCR each, in one atomic step) and the outbox rows deleted. A rollback bumps
-nothing. If the store cannot take the INCRs, the write keeps trying for CACHE_INVALIDATION_WAIT
+nothing. The same namespaces are also bumped in the database, inside the transaction, just before
+it commits (app/cache/generations.py): what readers check their near copies against while Redis
+is unreachable. If the store cannot take the INCRs, the write keeps trying for CACHE_INVALIDATION_WAIT
 (a Redis failover), then the rows stay and are drained before this process reads from the cache
 again, whenever the circuit breaker sees the store come back, and by each worker's drain loop
 (rows left by a process killed between its commit and its INCRs).
@@ -28,6 +30,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
+from app.cache import generations
 from app.cache.keys import generation_key, lsn_key
 from app.deadline import at_least
 from app.exceptions import OutcomeUnknown
@@ -43,6 +46,8 @@ log = logging.getLogger(__name__)
 AFTER_COMMIT_S = 1.0
 _NAMESPACES = "invalidation.namespaces"  # session.info keys
 _OUTBOX_IDS = "invalidation.outbox_ids"
+_DB_PENDING = "invalidation.db_pending"  # namespaces not yet bumped in cache_generations
+_DB_COMMITTING = "invalidation.db_committing"  # bumped at before_commit: later flushes bump at once
 
 
 def _old_and_new(obj: Any, attr: str) -> set[Any]:
@@ -118,11 +123,34 @@ def _after_flush(session: Session, flush_context: Any) -> None:
     )
     session.info.setdefault(_NAMESPACES, set()).update(names)
     session.info.setdefault(_OUTBOX_IDS, []).append(outbox_id)
+    if session.info.get(_DB_COMMITTING):  # a flush after before_commit (another listener's rows)
+        _bump_in_database(session, names)
+    else:
+        session.info.setdefault(_DB_PENDING, set()).update(names)
+
+
+def _bump_in_database(session: Session, names: Iterable[str]) -> None:
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":  # SQLite: the in-process store, never unreachable
+        generations.bump(conn, list(names))
+
+
+def _before_commit(session: Session) -> None:
+    """The database generations of every namespace this transaction invalidates, bumped in it
+    (app/cache/generations.py): after the last pending flush, once, sorted."""
+    if session.new or session.dirty or session.deleted:
+        session.flush()
+    names = session.info.pop(_DB_PENDING, None)
+    if names:
+        _bump_in_database(session, names)
+    session.info[_DB_COMMITTING] = True
 
 
 def _after_rollback(session: Session) -> None:
     session.info.pop(_NAMESPACES, None)
     session.info.pop(_OUTBOX_IDS, None)
+    session.info.pop(_DB_PENDING, None)
+    session.info.pop(_DB_COMMITTING, None)
 
 
 # The outbox rows of one write deleted, and the WAL insert position read, in one statement: run
@@ -252,6 +280,7 @@ class Invalidation:
             from flask_sqlalchemy.session import Session as session_class
 
             event.listen(session_class, "after_flush", _after_flush)
+            event.listen(session_class, "before_commit", _before_commit)
             event.listen(session_class, "after_commit", self._after_commit)
             event.listen(session_class, "after_rollback", _after_rollback)
             Invalidation._listening = True
@@ -265,6 +294,7 @@ class Invalidation:
         Invalidation._committed.append(hook)
 
     def _after_commit(self, session: Session) -> None:
+        session.info.pop(_DB_COMMITTING, None)
         names = session.info.pop(_NAMESPACES, None)
         outbox_ids = session.info.pop(_OUTBOX_IDS, [])
         if names:

@@ -49,6 +49,12 @@ def page_key(page_address: str, epoch: bytes, generations: Iterable[bytes | None
     return f"{PREFIX}p:{epoch.decode()}:{page_address}@{versions}"
 
 
+def degraded_key(page_address: str, token: str) -> str:
+    """A page's key while Redis is unreachable: its generations as the database knows them
+    (app/cache/generations.py), in a space of its own (never a Redis key, never stored there)."""
+    return f"{PREFIX}d:{token}:{page_address}"
+
+
 def address_key(page_address: str, epoch: bytes) -> str:
     return f"{PREFIX}a:{epoch.decode()}:{page_address}"
 

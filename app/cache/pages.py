@@ -12,8 +12,12 @@
   one waits for its entry). Identical misses collapse: one computation per key per process
   (greenlets join the one in flight) and, through the lock, one per key cluster-wide. A miss
   costs two round trips: the lookup and the fill pipeline;
-- bypass: the store is unreachable. Pages are computed from the database at once, still one
-  computation per page per process, and not kept.
+- degraded_hit / bypass: the store is unreachable. The page's generations are read from the
+  database instead (one primary-key query, app/cache/generations.py: bumped inside every write's
+  transaction, so exact at commit) and name a degraded key: a fresh near copy under it is served
+  (degraded_hit), else the page is computed from the database at once, one computation per key per
+  process, and kept in this process only (bypass). Without near entries, or when those
+  generations cannot be read, pages are computed every time and not kept.
 
 Which database computes a page is not the cache's business: a miss hands its computation, with
 the commit LSN of the last write of each of the page's namespaces (read atomically with the
@@ -40,8 +44,18 @@ from typing import Any, Generic, Protocol, TypeVar
 from flask import Flask, current_app
 
 from app.cache.entries import Entry, Rendered, decode_record, encode_record
+from app.cache.generations import DatabaseGenerations
 from app.cache.invalidation import Invalidator
-from app.cache.keys import EPOCH_KEY, address, address_key, generation_key, lock_key, lsn_key, page_key
+from app.cache.keys import (
+    EPOCH_KEY,
+    address,
+    address_key,
+    degraded_key,
+    generation_key,
+    lock_key,
+    lsn_key,
+    page_key,
+)
 from app.cache.near import NearEntries
 from app.cache.store import LocalStore, Store, make_store
 from app.deadline import app_scope
@@ -69,7 +83,7 @@ def required_lsn(lsns: Sequence[bytes | None] | None) -> int | None:
 @dataclass(frozen=True, slots=True)
 class Served:
     entry: Entry
-    outcome: str  # near_hit | hit | stale | refresh | miss | bypass
+    outcome: str  # near_hit | hit | stale | refresh | miss | degraded_hit | bypass
     age: float | None = None  # set when the entry is served past its fresh lifetime
 
 
@@ -124,6 +138,7 @@ class Pages:
         invalidator: Invalidator,
         background: Background,
         router: FillRouter | None = None,
+        database: DatabaseGenerations | None = None,
     ) -> None:
         self.store = store
         self.invalidator = invalidator
@@ -132,6 +147,8 @@ class Pages:
         # Near entries only in front of a remote store (the local one is in-process already).
         near_bytes = int(config["CACHE_NEAR_BYTES"])
         self.near = NearEntries(near_bytes) if near_bytes > 0 and not isinstance(store, LocalStore) else None
+        # With the store unreachable, near copies are checked against the database's generations.
+        self.database = database if self.near is not None else None
         self.ttls = {
             "feed": float(config["CACHE_TTL_FEED"]),
             "post": float(config["CACHE_TTL_POST"]),
@@ -164,7 +181,7 @@ class Pages:
         Invalidations the store could not take (the outbox) are applied first, so nothing written
         while it was away is served stale once it is back.
         """
-        if self.invalidator.pending:
+        if self.invalidator.pending and self.store.available():  # else drained once it answers again, below
             self.invalidator.drain_quietly()
         keys = [EPOCH_KEY, *map(generation_key, namespaces)]
         primary = self.store.primary
@@ -223,7 +240,7 @@ class Pages:
         now = time.time()
         versions = self.versions(namespaces)
         if versions is None:
-            return Served(self._bypass(page, ttl, self._routed(None, compute, on_primary)), "bypass")
+            return self._degraded(page, namespaces, ttl, self._routed(None, compute, on_primary), now)
         epoch, generations = versions
         key = page_key(page, epoch, generations)
         near = self.near
@@ -351,8 +368,30 @@ class Pages:
         with self._refreshing_lock:
             return self._refreshing_lock.wait_for(lambda: self._refreshing == 0, timeout)
 
-    def _bypass(self, page: str, ttl: float, compute: Compute) -> Entry:
-        return self.flights.run("bypass:" + page, lambda: self._entry(compute(), ttl, None), self.wait)
+    def _degraded(self, page: str, namespaces: Sequence[str], ttl: float, compute: Compute, now: float) -> Served:
+        """The store is unreachable: near copies under the database's generations (module docstring).
+        The generations are read before the page is looked up or computed, never after."""
+        near, database = self.near, self.database
+        token = database.token(namespaces) if database is not None else None
+        if near is None or token is None:
+            return Served(self._bypass("bypass:" + page, ttl, compute), "bypass")
+        key = degraded_key(page, token)
+        entry: Entry | None = near.get(key)
+        if entry is not None and entry.fresh_until > now:
+            return Served(entry, "degraded_hit")
+        return Served(self._bypass(key, ttl, compute, near), "bypass")
+
+    def _bypass(self, key: str, ttl: float, compute: Compute, near: NearEntries | None = None) -> Entry:
+        """Compute the page now, once per `key` in this process; kept in `near` when given."""
+
+        def run() -> Entry:
+            entry = self._entry(compute(), ttl, None)
+            if near is not None:
+                rendered = entry.rendered
+                near.put(key, entry, len(rendered.body) + len(rendered.link) + 128)
+            return entry
+
+        return self.flights.run(key, run, self.wait)
 
     def _entry(self, rendered: Rendered, ttl: float, previous: tuple[str, float] | None) -> Entry:
         now = time.time()
@@ -385,7 +424,8 @@ class PageCache:
         """The store is shared with the invalidator: it bumps generations where pages are kept."""
         store = make_store(app.config, on_recover=invalidator.mark_pending)
         invalidator.store = store
-        app.extensions[self.key] = Pages(store, app.config, invalidator, _spawn_in(app), router)
+        database = DatabaseGenerations(invalidator.engine) if invalidator.with_lsn else None  # PostgreSQL
+        app.extensions[self.key] = Pages(store, app.config, invalidator, _spawn_in(app), router, database)
 
     def pages(self, app: Flask | None = None) -> Pages:
         pages: Pages = (app or current_app).extensions[self.key]

@@ -62,6 +62,7 @@ class Store(Protocol):
     def incr(self, keys: Sequence[str], lsn_keys: Sequence[str] = (), lsn: int = 0, *, force: bool = False) -> bool: ...
     def lsns(self, keys: Sequence[str]) -> list[bytes | None] | None: ...
     def ping(self) -> bool: ...
+    def available(self) -> bool: ...
 
 
 # KEYS: entry, lock, address record, then any LSN keys; ARGV: lock TTL (ms).
@@ -280,6 +281,10 @@ class RedisStore:
     def ping(self) -> bool:
         return bool(self._call(self.client.ping, False))
 
+    def available(self) -> bool:
+        """Worth calling now: the breaker is closed (no I/O; an open or half-open one says no)."""
+        return self.breaker.failures < self.breaker.threshold
+
 
 class LocalStore:
     """In-process store for the embedded default (one process): same semantics, no server."""
@@ -359,6 +364,9 @@ class LocalStore:
         return self.versions(keys)
 
     def ping(self) -> bool:
+        return True
+
+    def available(self) -> bool:
         return True
 
 

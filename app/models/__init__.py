@@ -6,7 +6,7 @@ from app.models.author import Author
 from app.models.comment import Comment
 from app.models.event import PostEvent
 from app.models.idempotency import IdempotencyKey
-from app.models.outbox import CacheOutbox
+from app.models.outbox import CacheGeneration, CacheOutbox
 from app.models.popular import PopularRank, PopularSnapshot
 from app.models.post import Post, PostTag
 from app.models.taxonomy import Category, Tag
@@ -14,6 +14,7 @@ from app.models.websub import WebSubOutbox
 
 __all__ = [
     "Author",
+    "CacheGeneration",
     "CacheOutbox",
     "Category",
     "Comment",

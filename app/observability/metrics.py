@@ -47,6 +47,7 @@ CACHE_REQUESTS = Counter(
     "readwire_cache_requests",
     "Cached reads by outcome: near_hit (this process's copy), hit (from Redis), not_modified (304), "
     "stale (served past its TTL), refresh (this worker recomputed a stale page), miss, "
+    "degraded_hit (cache unreachable: this process's copy, checked against the database's generations), "
     "bypass (cache unreachable: answered from the database).",
     ["endpoint", "outcome"],
     registry=_REGISTRY,

@@ -71,7 +71,7 @@ def header(answer: Answer, name: str) -> str | None:
 @pytest.fixture
 def pair(make_app: Callable[..., Flask]) -> tuple[Flask, Flask]:
     """(view only, with the fast path): two processes' worth of state on one Redis and database."""
-    return make_app(FAST_HITS=False), make_app()
+    return make_app(FAST_HITS=False), make_app(FAST_HITS=True)
 
 
 def _urls(app: Flask) -> list[str]:
@@ -168,7 +168,7 @@ def test_a_write_is_read_at_once_and_a_bump_goes_back_to_the_view(
 
 
 def test_what_depends_on_more_than_the_url_is_never_answered_early(make_app: Callable[..., Flask]) -> None:
-    fast = make_app()
+    fast = make_app(FAST_HITS=True)
     for url in ("/api/v1/popular", "/api/v1/healthz", "/healthz"):
         wsgi_get(fast, url)
         assert not wsgi_get(fast, url)[1], url
@@ -178,7 +178,7 @@ def test_what_depends_on_more_than_the_url_is_never_answered_early(make_app: Cal
 
 
 def test_stale_entries_are_the_views(make_app: Callable[..., Flask]) -> None:
-    fast = make_app(CACHE_TTL_FEED=0.2)
+    fast = make_app(FAST_HITS=True, CACHE_TTL_FEED=0.2)
     url = "/api/v1/feed?limit=2"
     wsgi_get(fast, url)
     assert wsgi_get(fast, url)[1]
@@ -188,7 +188,7 @@ def test_stale_entries_are_the_views(make_app: Callable[..., Flask]) -> None:
 
 
 def test_redis_away_goes_to_the_view(make_app: Callable[..., Flask], redis_server: Redis) -> None:
-    fast = make_app()
+    fast = make_app(FAST_HITS=True)
     url = "/api/v1/feed?limit=2"
     wsgi_get(fast, url)
     assert wsgi_get(fast, url)[1]
@@ -202,7 +202,7 @@ def test_redis_away_goes_to_the_view(make_app: Callable[..., Flask], redis_serve
 
 
 def test_fast_answers_are_counted_under_their_endpoint(make_app: Callable[..., Flask]) -> None:
-    fast = make_app()
+    fast = make_app(FAST_HITS=True)
     url = "/api/v1/feed?limit=2"
     wsgi_get(fast, url)
     labels = {"endpoint": "feeds.global_feed", "outcome": "near_hit"}

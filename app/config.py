@@ -173,7 +173,7 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         # a hot URL is learnt again by its next request).
         # OFF by default: on the cluster, tests/cluster/test_replicas.py then test_sentinel.py
         # (same cluster) served a pre-create feed page as a fast `near_hit` right after an
-        # acknowledged create, reproducibly with FAST_HITS=1 and never with 0; cause not found
+        # acknowledged create in 3 of 4 runs with FAST_HITS=1, in 0 of 2 with it off; cause not found
         # (issue 11/12 notes). Read-your-writes comes before the hit path's speed.
         "FAST_HITS": _flag("FAST_HITS", False),
         "FAST_HIT_ROUTES": _int("FAST_HIT_ROUTES", 8192),

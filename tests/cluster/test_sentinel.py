@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from devstack.cluster import redis_client, redis_role, sentinel_primary
-from tests.cluster.conftest import ClusterInfo, create_post, replica_caught_up, set_replay
+from tests.cluster.conftest import ClusterInfo, create_post, past_edge_bound, replica_caught_up, set_replay
 from tests.stack.conftest import Load, request, wait_for
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,6 @@ HOST = "127.0.0.1"
 FAILOVER_BOUND = 45.0
 # Nginx's microcache: an entry lives until the end of the second it was fetched in, so a write
 # shows at the edge within 1 s (the contract's edge bound); the margin is for clock granularity.
-EDGE_BOUND = 1.2
 
 
 def detach_replica(cluster: ClusterInfo) -> None:
@@ -47,11 +46,6 @@ def detach_replica(cluster: ClusterInfo) -> None:
     with redis_client(primary) as client:
         client.execute_command("CLIENT", "KILL", "TYPE", "replica")
         assert wait_for(lambda: client.info("replication")["connected_slaves"] == 0, 10), "replica still linked"
-
-
-def past_edge_bound(written: float) -> None:
-    """Wait until a write acknowledged at `written` (time.monotonic()) must show at the edge."""
-    time.sleep(max(0.0, written + EDGE_BOUND - time.monotonic()))
 
 
 def shows(port: int, path: str, title: str, old: str) -> str:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from devstack.stack import children
-from tests.stack.conftest import WORKERS, Load, StackInfo, wait_for
+from tests.stack.conftest import WORKERS, Load, StackInfo, request, wait_for
 
 pytestmark = pytest.mark.slow  # stands up real servers (gunicorn, Nginx, PostgreSQL, Redis)
 
@@ -24,6 +25,7 @@ UPSTREAM_FAILURE = ("upstream prematurely closed", "reset by peer", "Broken pipe
 # after the recovery (the replacement workers answer): progress, not a time.
 BEFORE = 100
 AFTER = 100
+BURST = 40  # concurrent requests sent while the victim is stopped (Nginx keeps 32 idle upstream connections)
 PATIENCE = 120.0  # s: an upper bound for each wait, generous for a loaded 2-core machine
 LOAD_SECONDS = 5 * PATIENCE
 
@@ -94,11 +96,18 @@ def test_sigkill_of_a_worker_mid_load_loses_no_get(stack: StackInfo, post_ids: l
         # Stop it first so requests pile up on its keep-alive connections, then kill it with
         # those requests in flight: each must be replayed on another worker by Nginx.
         os.kill(victim, signal.SIGSTOP)
+        # Nginx reuses its most recently returned upstream connection first, so with answers this
+        # fast the load alone may cycle through the other worker's connections only. A burst of
+        # concurrent uncached requests needs more connections than those: some are the victim's.
         # (Within gunicorn's 30 s heartbeat timeout, after which its master kills a silent worker.)
-        assert wait_for(lambda: requests_queued_at(victim, stack.port("app")) > 0, 20), "none sent to it"
-        os.kill(victim, signal.SIGKILL)
-        assert wait_for(lambda: victim not in children(master) and len(children(master)) == WORKERS, PATIENCE)
-        assert load.wait_for_answers(AFTER, PATIENCE), load.result
+        with ThreadPoolExecutor(BURST) as pool:
+            burst = [pool.submit(request, stack.port("nginx"), "/healthz", timeout=PATIENCE) for _ in range(BURST)]
+            assert wait_for(lambda: requests_queued_at(victim, stack.port("app")) > 0, 20), "none sent to it"
+            os.kill(victim, signal.SIGKILL)
+            assert wait_for(lambda: victim not in children(master) and len(children(master)) == WORKERS, PATIENCE)
+            assert load.wait_for_answers(AFTER, PATIENCE), load.result
+            # The burst's requests stuck at the victim were replayed on another worker too.
+            assert [future.result().status for future in burst] == [200] * BURST
     result = load.result
     assert not result.errors and set(result.statuses) == {200}, (
         result.statuses,

@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from app.deadline import DeadlinePool
+
 INSTANCE_DIR = Path(os.environ.get("READWIRE_INSTANCE_DIR", Path(__file__).resolve().parent.parent / "instance"))
 
 
@@ -105,6 +107,7 @@ def _engine_options(env: Mapping[str, str]) -> dict[str, Any]:
         # A request waits this long for a connection when every one is busy, then gets 503 (by
         # default the database deadline: a checkout is one of its waits).
         "pool_timeout": float(env.get("DB_POOL_TIMEOUT", deadline_s or 2.0)),
+        "poolclass": DeadlinePool,  # checkout waits end with the request's database deadline too
         "pool_pre_ping": False,  # a dead connection raises once and the pool invalidates it
         "pool_recycle": 1800,
         # Feed pages bring their tags as JSON (app/services/posts.py): orjson parses them.

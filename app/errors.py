@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from app.deadline import CommitUnconfirmed
+from app.deadline import CommitUnconfirmed, DeadlineExceeded
 from app.exceptions import (
     DomainError,
     Forbidden,
@@ -188,6 +188,7 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(HTTPException, _from_http_exception)
     # Connection-level failures (server down, pool exhausted) are a 503, not a 500.
     app.register_error_handler(PoolTimeout, _from_database_error)
+    app.register_error_handler(DeadlineExceeded, _from_database_error)  # deadline.check(), unwrapped
     app.register_error_handler(DBAPIError, _database_or_unexpected)
     app.register_error_handler(Exception, _from_unexpected)
 

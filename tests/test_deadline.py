@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from app.deadline import CommitUnconfirmed, DeadlineExceeded, bind, bounded
+from app.deadline import CommitUnconfirmed, DeadlineExceeded, DeadlinePool, bind, bounded
 from app.errors import problem_for, unconfirmed
 from app.exceptions import OutcomeUnknown
 from devstack.stack import wait_until
@@ -102,3 +103,32 @@ def test_a_rollback_on_a_hung_server_ends_within_its_bound_quietly_and_the_pool_
     finally:
         conn.close()  # back to the pool, which discards it at its next checkout
     assert _backend(engine) != backend
+
+
+def test_a_pool_checkout_waits_no_longer_than_the_deadline_left(make_database: Callable[[str], str]) -> None:
+    """Every connection busy (held by requests stuck on a hung server): a request with 0.3 s of
+    its deadline left waits 0.3 s for one, not the pool's timeout; one past its deadline is
+    refused at once. Outside any scope the pool's own timeout holds."""
+    url = make_database("readwire_deadline").replace("postgresql://", "postgresql+psycopg://")
+    engine = create_engine(url, poolclass=DeadlinePool, pool_size=1, max_overflow=0, pool_timeout=5.0)
+    bind(engine)
+    try:
+        with engine.connect() as busy:  # the pool's only connection
+            busy.execute(text("SELECT 1"))
+            started = time.monotonic()
+            with pytest.raises(PoolTimeout), bounded(0.3), engine.connect():
+                pass
+            assert 0.25 < time.monotonic() - started < 2.0  # not the pool's 5 s
+            started = time.monotonic()
+            with bounded(0.2):
+                time.sleep(0.25)
+                with pytest.raises(PoolTimeout), engine.connect():
+                    pass
+            assert time.monotonic() - started < 1.0
+        with bounded(0.3), engine.connect() as conn:  # a free connection: as usual
+            assert conn.execute(text("SELECT 1")).scalar_one() == 1
+        with bounded(0.3):  # recreated (after a disconnect) while a request's deadline runs
+            recreated = engine.pool.recreate()
+        assert recreated.timeout() == 5.0  # the base timeout, not the bound of the moment
+    finally:
+        engine.dispose()

@@ -58,7 +58,7 @@ from app.cache.keys import (
 )
 from app.cache.near import NearEntries
 from app.cache.store import LocalStore, Store, make_store
-from app.deadline import app_scope
+from app.deadline import app_scope, check, within
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -251,7 +251,7 @@ class Pages:
         lsn_keys = [lsn_key(n) for n in namespaces] if self.router is not None and not on_primary else ()
         record_key = address_key(page, epoch)
         served = self.flights.run(
-            key, lambda: self._lookup(key, record_key, ttl, compute, lsn_keys, on_primary), self.wait
+            key, lambda: self._lookup(key, record_key, ttl, compute, lsn_keys, on_primary), within(self.wait)
         )
         entry = served.entry
         if served.outcome != "hit" or entry.fresh_until > now:
@@ -275,8 +275,10 @@ class Pages:
         lsn_keys: Sequence[str] = (),
         on_primary: bool = False,
     ) -> Served:
-        """This process's one look at the store for `key` (other greenlets wait on it)."""
-        give_up = time.monotonic() + self.wait
+        """This process's one look at the store for `key` (other greenlets wait on it). Waiting for
+        other processes' fills ends with the request's database deadline: past it, computing the
+        page could only fail, so the request gets what a database timeout gets (stale or 503)."""
+        give_up = time.monotonic() + within(self.wait)
         while True:
             found = self.store.lookup(key, lock_key(key), record_key, self.lock_ttl, lsn_keys)
             if found is None:
@@ -295,6 +297,7 @@ class Pages:
             if waited is not None:
                 return Served(waited, "miss")
             if time.monotonic() > give_up or self.store.peek(key, lock_key(key)) is None:
+                check()
                 return Served(self._entry(routed(), ttl, None), "miss")  # no coordination possible: answer
 
     def _await_fill(self, key: str, give_up: float) -> Entry | None:
@@ -318,6 +321,7 @@ class Pages:
     ) -> Entry:
         """Compute the page and store it (this caller holds the fill lock)."""
         try:
+            check()  # a waiter whose deadline passed while it waited takes the lock only to give it back
             entry = self._entry(compute(), ttl, previous)
         except BaseException:
             self.store.delete(lock_key(key))  # let the next reader try at once
@@ -391,7 +395,7 @@ class Pages:
                 near.put(key, entry, len(rendered.body) + len(rendered.link) + 128)
             return entry
 
-        return self.flights.run(key, run, self.wait)
+        return self.flights.run(key, run, within(self.wait))
 
     def _entry(self, rendered: Rendered, ttl: float, previous: tuple[str, float] | None) -> Entry:
         now = time.time()

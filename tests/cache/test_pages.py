@@ -163,3 +163,41 @@ def test_with_redis_away_identical_misses_collapse_in_the_process_and_never_wait
     assert [r[:2] for r in results] == [(200, "bypass")] * 20
     assert len(calls) == 1, len(calls)
     assert max(r[2] for r in results) < 3.0, results  # not CACHE_MISS_WAIT (5 s) spinning on a dead lock
+
+
+def test_a_miss_waiting_for_another_process_fill_ends_with_its_database_deadline(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI's chaos run (PostgreSQL stopped): a miss waited behind one fill holder after another,
+    each bounded by its own deadline but each started later, and answered after 4.97 s. Waiting
+    for another process's fill is one of the request's waits on the database: it ends with the
+    request's deadline (503 problem+json, or the edge's stale copy), not with CACHE_MISS_WAIT."""
+    import app.api.feeds as feeds
+
+    settings = {"CACHE_NEAR_BYTES": 0, "CACHE_MISS_WAIT": 5.0, "CACHE_LOCK_TTL": 10.0, "DB_DEADLINE_MS": 500}
+    holder_app, waiter_app = make_app(**settings), make_app(**settings)  # two processes' state
+    url = f"/api/v1/feed?limit={40 + int(time.time()) % 20}"  # a page nobody has cached
+    original = feeds.feed_page
+    holding, release = threading.Event(), threading.Event()
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == "holder":  # the other process's fill never ends
+            holding.set()
+            release.wait(15)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(feeds, "feed_page", held)
+    holder = threading.Thread(target=lambda: holder_app.test_client().get(url), name="holder")
+    holder.start()
+    try:
+        assert holding.wait(10), "the holder never took the fill lock"
+        started = time.perf_counter()
+        answer = waiter_app.test_client().get(url)
+        waited = time.perf_counter() - started
+    finally:
+        release.set()
+        holder.join(20)
+    assert answer.status_code == 503 and answer.mimetype == "application/problem+json", answer.data
+    assert answer.json["code"] == "unavailable" and answer.headers["Retry-After"] == "5"
+    assert waited < 2.5, waited  # the deadline (0.5 s) and slack, not CACHE_MISS_WAIT (5 s)
+    assert waiter_app.test_client().get(url).status_code == 200  # the holder's fill landed meanwhile

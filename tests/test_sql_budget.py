@@ -19,7 +19,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, text
 from werkzeug.security import generate_password_hash
 
-from app.extensions import db
+from app.extensions import db, page_cache
 from app.models import Author, Category, Post, Tag
 from app.services import auth as auth_service
 from app.services import directory
@@ -96,6 +96,11 @@ def _measure_reads(app: Flask, client: FlaskClient, statements: list[str], names
     for request in READS:
         path = request.split(" ", 1)[1].format(**names)
         cold_cache(app)
+        # After the flush a read first drains the outbox (the process may have missed
+        # invalidations: a new process, a store that came back or was emptied): a one-off, not
+        # the page's budget; here it is taken before the measured miss. Whether the first miss
+        # paid it depended on earlier tests (tests/cache before this file made it count 2).
+        assert page_cache.pages(app).versions(["feed"]) is not None
         counts = {}
         etag = ""
         for phase in ("miss", "hit", "not_modified"):

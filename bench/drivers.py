@@ -323,6 +323,8 @@ def child(args: argparse.Namespace) -> int:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return state["count"], usage.ru_utime + usage.ru_stime, tree_cpu(args.postmaster), time.perf_counter()
 
+    if args.queries:
+        return _counted(args, config, runners, params, prepared)
     greenlets = [gevent.spawn(worker, run) for run in runners]
     pages: dict[str, dict[str, float]] = {}
     try:
@@ -361,6 +363,27 @@ def child(args: argparse.Namespace) -> int:
 
         result["versions"]["psycopg2"] = psycopg2.__version__.split()[0]
     print(json.dumps(result))
+    return 0
+
+
+def _counted(
+    args: argparse.Namespace, config: Config, runners: list[Any], params: dict[str, Any], prepared: Any
+) -> int:
+    """Under callgrind (`--instructions`): every greenlet runs QUERIES statements, first and deep
+    pages in turn, inside `sys.call_tracing`, the only stretch callgrind counts (bench/gate.py's
+    toggle); a warm-up before it reaches psycopg's prepare threshold on every connection."""
+    import gevent
+
+    def batch(n: int) -> None:
+        def one(run: Any) -> None:
+            for i in range(n):
+                run(params[PAGES[i % 2]])
+
+        gevent.joinall([gevent.spawn(one, run) for run in runners], raise_error=True)
+
+    batch(8)
+    sys.call_tracing(batch, (args.queries,))
+    print(json.dumps({"config": config.name, "queries": args.queries * len(runners), "prepared": prepared()}))
     return 0
 
 
@@ -463,6 +486,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--pool-size", type=int, default=32, help="the SQLAlchemy pool (no overflow)")
     parser.add_argument("--depth", type=float, default=0.9, help="where the deep page starts, as a share of the feed")
     parser.add_argument("--only", default="", help="comma-separated configurations (app is always measured)")
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        default=0,
+        metavar="QUERIES",
+        help="instead of timing: client instructions per query under callgrind (QUERIES per greenlet, "
+        "first and deep pages in turn; load-independent, PostgreSQL's side not counted)",
+    )
+    parser.add_argument("--jobs", type=int, default=2, help="callgrind processes at once (--instructions)")
+    parser.add_argument("--queries", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=list(CONFIGS), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--postmaster", type=int, help=argparse.SUPPRESS)
@@ -526,12 +559,11 @@ def parent(args: argparse.Namespace) -> int:
         base = [sys.executable, "-m", "bench.drivers", "--url", url, "--postmaster", str(postmaster)]
         base += ["--position", position, "--duration", str(args.duration), "--warmup", str(args.warmup)]
         base += ["--concurrency", str(args.concurrency), "--pool-size", str(args.pool_size)]
+        if args.instructions:
+            return _instructions(args, configs, base, env)
         for round_ in range(1, args.rounds + 1):
             for config in configs:
-                child_env = {**env, "PYTHONPATH": str(REPO)}
-                child_env.pop("PSYCOPG_WAIT_FUNC", None)
-                if config.wait.startswith("wait_"):
-                    child_env["PSYCOPG_WAIT_FUNC"] = config.wait
+                child_env = _child_env(env, config)
                 busy0, _ = machine_jiffies()
                 pg0, own0 = tree_cpu(postmaster), resource.getrusage(resource.RUSAGE_CHILDREN)
                 wall0 = time.monotonic()
@@ -576,6 +608,67 @@ def parent(args: argparse.Namespace) -> int:
     (args.out / "drivers.md").write_text(table)
     payload = {"meta": meta, "configs": [asdict(c) for c in configs], "summary": summary, "runs": runs}
     (args.out / "drivers.json").write_text(json.dumps(payload, indent=1, default=str))
+    print(table)
+    return 0
+
+
+def _child_env(env: dict[str, str], config: Config) -> dict[str, str]:
+    child_env = {**env, "PYTHONPATH": str(REPO)}
+    child_env.pop("PSYCOPG_WAIT_FUNC", None)
+    if config.wait.startswith("wait_"):
+        child_env["PSYCOPG_WAIT_FUNC"] = config.wait
+    return child_env
+
+
+def _instructions(args: argparse.Namespace, configs: list[Config], base: list[str], env: dict[str, str]) -> int:
+    """Client instructions per query, each configuration once under callgrind (deterministic
+    to well under 1%, whatever the machine's load)."""
+    import re
+    import shutil
+    import subprocess
+    import tempfile
+
+    from bench.gate import TOGGLE
+
+    if not shutil.which("valgrind"):
+        print("drivers: --instructions needs valgrind (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    from concurrent.futures import ThreadPoolExecutor
+
+    def count(config: Config, tmp: Path) -> dict[str, Any]:
+        out = tmp / f"callgrind.{config.name}.out"
+        argv = ["valgrind", "--tool=callgrind", "--collect-atstart=no", f"--toggle-collect={TOGGLE}"]
+        argv += [f"--callgrind-out-file={out}", *base, "--child", config.name, "--queries", str(args.instructions)]
+        done = subprocess.run(argv, env=_child_env(env, config), cwd=REPO, capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"{config.name} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        match = re.search(r"^totals:\s+(\d+)", out.read_text(), re.MULTILINE)
+        if match is None or int(match.group(1)) == 0:
+            raise SystemExit(f"{config.name}: callgrind counted nothing")
+        print(f"{config.name:16} {int(match.group(1)) / result['queries']:12,.0f} instructions/query", file=sys.stderr)
+        return result | {"instructions": int(match.group(1)) / result["queries"]}
+
+    with tempfile.TemporaryDirectory(prefix="readwire-drivers-") as tmp, ThreadPoolExecutor(args.jobs) as pool:
+        found = list(pool.map(lambda c: count(c, Path(tmp)), configs))
+    counted = {config.name: row for config, row in zip(configs, found, strict=True)}
+    base_count = counted[BASELINE]["instructions"]
+    lines = [
+        f"Client instructions per query (callgrind), {args.concurrency} greenlets x {args.instructions} statements, "
+        "first and deep pages in turn; PostgreSQL's side not counted.",
+        "",
+        "| config | what | instructions/query | vs app | prepared |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in counted.items():
+        config = CONFIGS[name]
+        lines.append(
+            f"| {name} | {config.layer}, {config.what} | {row['instructions']:,.0f} | "
+            f"{row['instructions'] / base_count:.2f} | {row['prepared']} |"
+        )
+    table = "\n".join(lines) + "\n"
+    (args.out / "drivers-instructions.md").write_text(table)
+    (args.out / "drivers-instructions.json").write_text(json.dumps(counted, indent=1))
     print(table)
     return 0
 

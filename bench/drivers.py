@@ -1,7 +1,8 @@
 """The cheapest cooperative PostgreSQL driver path under gevent (issue 11), by numbers.
 
-    python -m bench.drivers                    # ~15 min: 21 configurations x 3 interleaved rounds
+    python -m bench.drivers                    # ~16 min: 20 configurations x 3 interleaved rounds
     python -m bench.drivers --only app,sa-pg2 --rounds 5 --duration 8
+    python -m bench.drivers --instructions 10 --concurrency 4    # client instructions per query (callgrind)
 
 Each configuration runs in a fresh process (`taskset -c 0`, gevent's monkey patching first, as
 gunicorn's gevent worker does), where CONCURRENCY greenlets execute the app's global feed page
@@ -381,7 +382,7 @@ def _counted(
 
         gevent.joinall([gevent.spawn(one, run) for run in runners], raise_error=True)
 
-    batch(8)
+    batch(16)  # 8 of each page per greenlet: past psycopg's prepare_threshold (5) on every connection
     sys.call_tracing(batch, (args.queries,))
     print(json.dumps({"config": config.name, "queries": args.queries * len(runners), "prepared": prepared()}))
     return 0

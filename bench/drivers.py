@@ -62,6 +62,13 @@ class Config:
     client_cursor: bool = False
     wait: str = ""  # psycopg 3's wait function: "" = its own choice (wait_poll under gevent)
     deadline: bool = False  # app/deadline.py's DeadlineConnection inside a deadline scope
+    generic_plans: bool = False  # the server keeps one plan per prepared statement (plan_cache_mode)
+
+    @property
+    def options(self) -> str:
+        """libpq `options` of its connections: the app's statement_timeout, and the plan cache mode."""
+        generic = " -c plan_cache_mode=force_generic_plan" if self.generic_plans else ""
+        return f"-c statement_timeout=5000{generic}"
 
 
 def _configs() -> dict[str, Config]:
@@ -71,6 +78,7 @@ def _configs() -> dict[str, Config]:
         Config("sa-pg3", sa, "psycopg", "app engine, no deadline wrapper"),
         Config("sa-pg3-noprep", sa, "psycopg", "prepare_threshold=None", prepare_threshold=None),
         Config("sa-pg3-tx", sa, "psycopg", "a transaction per query (BEGIN ... ROLLBACK)", autocommit=False),
+        Config("sa-pg3-generic", sa, "psycopg", "plan_cache_mode=force_generic_plan", generic_plans=True),
         Config("sa-pg3-binary", sa, "psycopg", "binary results", binary=True),
         Config("sa-pg3-client", sa, "psycopg", "ClientCursor (client-side binding)", client_cursor=True),
         Config("sa-pg3-select", sa, "psycopg", "PSYCOPG_WAIT_FUNC=wait_select", wait="wait_select"),
@@ -81,6 +89,7 @@ def _configs() -> dict[str, Config]:
         Config("db-pg3-deadline", db, "psycopg", "DeadlineConnection in a 2 s scope", deadline=True),
         Config("db-pg3-noprep", db, "psycopg", "prepare_threshold=None", prepare_threshold=None),
         Config("db-pg3-tx", db, "psycopg", "a transaction per query (BEGIN ... ROLLBACK)", autocommit=False),
+        Config("db-pg3-generic", db, "psycopg", "plan_cache_mode=force_generic_plan", generic_plans=True),
         Config("db-pg3-binary", db, "psycopg", "binary results", binary=True),
         Config("db-pg3-client", db, "psycopg", "ClientCursor (client-side binding)", client_cursor=True),
         Config("db-pg3-select", db, "psycopg", "PSYCOPG_WAIT_FUNC=wait_select", wait="wait_select"),
@@ -165,6 +174,7 @@ def _sqlalchemy_runner(config: Config, url: str, pool_size: int) -> tuple[Any, A
     os.environ["DB_POOL_SIZE"] = str(pool_size)
     options = _engine_options({"DB_DEADLINE_MS": "2000"})
     connect_args = dict(options["connect_args"])
+    connect_args["options"] = config.options
     if config.driver == "psycopg":
         import psycopg
 
@@ -212,7 +222,7 @@ def _dbapi_runner(config: Config, url: str) -> tuple[Any, Any]:
         sql = str(statement.compile(dialect=dialect.dialect()))
 
         def connect2() -> Any:
-            conn = psycopg2.connect(url, options="-c statement_timeout=5000")
+            conn = psycopg2.connect(url, options=config.options)
             conn.autocommit = config.autocommit
             psycopg2.extras.register_default_json(conn, loads=orjson.loads)  # what SQLAlchemy's dialect does
             psycopg2.extras.register_default_jsonb(conn, loads=orjson.loads)
@@ -244,7 +254,7 @@ def _dbapi_runner(config: Config, url: str) -> tuple[Any, Any]:
             url,
             autocommit=config.autocommit,
             prepare_threshold=config.prepare_threshold,
-            options="-c statement_timeout=5000",
+            options=config.options,
             **({"cursor_factory": psycopg.ClientCursor} if config.client_cursor else {}),
         )
         set_json_loads(orjson.loads, conn)  # what SQLAlchemy's dialect does with json_deserializer

@@ -32,7 +32,7 @@ def test_selection_keeps_the_table_order_and_always_measures_the_baseline() -> N
 def test_every_psycopg2_configuration_is_separate_from_psycopg_3_knobs() -> None:
     for config in CONFIGS.values():
         if config.driver == "psycopg2":  # psycopg 3's knobs mean nothing there: none is set
-            assert not (config.binary or config.client_cursor or config.wait or config.deadline)
+            assert not (config.binary or config.client_cursor or config.wait or config.deadline or config.generic_plans)
     layers = {(c.layer, c.driver) for c in CONFIGS.values()}
     assert layers == {(layer, driver) for layer in ("sqlalchemy", "dbapi") for driver in ("psycopg", "psycopg2")}
 
@@ -73,3 +73,8 @@ def test_positions_and_the_command_line() -> None:
     args = _parser().parse_args(["--rounds", "5", "--only", "app,db-pg2"])
     assert (args.rounds, args.concurrency, args.pool_size, args.child) == (5, 32, 32, None)
     assert "db-pg3-geventio" in _parser().format_help()
+
+
+def test_connection_options_keep_the_apps_statement_timeout() -> None:
+    assert CONFIGS["db-pg3"].options == "-c statement_timeout=5000"
+    assert CONFIGS["db-pg3-generic"].options == "-c statement_timeout=5000 -c plan_cache_mode=force_generic_plan"

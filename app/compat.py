@@ -15,6 +15,7 @@ from typing import Any
 
 from flask.globals import _cv_request
 from redis.connection import Connection
+from sqlalchemy.engine import Connection as SqlConnection
 
 try:  # The C poll even under gevent: gevent's cooperative poll costs ~11 µs for a zero timeout.
     from gevent import monkey
@@ -59,6 +60,16 @@ def current_request() -> Any:
     middleware's per-request path)."""
     context = _cv_request.get(None)
     return None if context is None else context.request
+
+
+def sqlalchemy_cursor_execute(conn: SqlConnection, cursor: Any, statement: str, parameters: Any) -> None:
+    """Run `statement` on a driver cursor of `conn` the way SQLAlchemy runs its own: its
+    before/after_cursor_execute events fire (the SQL budget and the tests count statements with
+    them) and a driver error is handled as on any other statement (wrapped in DBAPIError, the
+    connection invalidated when it went away). The public `exec_driver_sql` makes its own cursor,
+    so a statement could not be prepared by the driver (psycopg's `prepare=True`), and builds an
+    execution context and a result around it that a page of plain tuples does not need."""
+    conn._cursor_execute(cursor, statement, parameters)
 
 
 def rule_converters(rule: Any) -> dict[str, Any]:

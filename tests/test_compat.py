@@ -125,3 +125,33 @@ def test_gunicorn_sends_a_response_head_with_its_first_body_bytes(
     finally:
         sock.close()
         client.close()
+
+
+def test_sqlalchemy_cursor_execute_fires_events_and_wraps_driver_errors(app: Flask, db_tx: object) -> None:
+    """A statement run on a driver cursor through the wrapper is seen by before_cursor_execute
+    listeners (the SQL budget counts with them) and a driver error comes out as SQLAlchemy's
+    DBAPIError, as from any other statement."""
+    from sqlalchemy import event
+    from sqlalchemy.exc import DBAPIError
+
+    from app.extensions import db
+
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        seen.append(statement)
+
+    with app.app_context():
+        conn = db.session.connection()
+        engine = conn.engine
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            cursor = conn.connection.driver_connection.cursor()
+            compat.sqlalchemy_cursor_execute(conn, cursor, "SELECT %(n)s::int + 1", {"n": 41})
+            assert cursor.fetchall() == [(42,)]
+            assert seen == ["SELECT %(n)s::int + 1"]
+            with pytest.raises(DBAPIError):
+                compat.sqlalchemy_cursor_execute(conn, cursor, "SELECT no_such_column FROM authors", {})
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+            db.session.rollback()

@@ -23,11 +23,14 @@ from sqlalchemy.engine import Connection, Dialect
 from app.compat import sqlalchemy_cursor_execute
 from app.extensions import db
 
+
 class _PreparingCursor(psycopg.Cursor[Any]):
     """A psycopg cursor that prepares every statement it runs (on first use per connection;
     psycopg keeps the prepared statements per connection, up to its `prepared_max`)."""
 
-    def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool | None = None) -> Any:
+    def execute(
+        self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool | None = None
+    ) -> Any:
         return super().execute(query, params, prepare=True, binary=binary)
 
 
@@ -44,7 +47,7 @@ def prepared_rows(statement: Executable, params: dict[str, Any]) -> list[Any]:
     conn: Connection = db.session.connection()
     if conn.dialect.name != "postgresql":
         return list(conn.execute(statement, params))
-    raw = conn.connection.driver_connection
+    raw: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     with _PreparingCursor(raw) as cursor:
         sqlalchemy_cursor_execute(conn, cursor, _sql(statement, conn.dialect), params)
         return cursor.fetchall()

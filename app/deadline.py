@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -128,14 +128,68 @@ def _until(gen: Generator[Any, Any, Any], end: float) -> Generator[Any, Any, Any
             return stop.value
 
 
+def _gevent_wait() -> Callable[..., None] | None:
+    """gevent's wait on one event-loop watcher, when gevent has patched `select` (a gunicorn gevent
+    worker; the gate's concurrent workload), else None."""
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        return None
+    if not monkey.is_module_patched("select"):
+        return None
+    from gevent.socket import wait
+
+    return wait
+
+
+_HUB_WAIT = _gevent_wait()  # the app is imported after gevent's patches (gunicorn.conf.py)
+
+
 class DeadlineConnection(psycopg.Connection[Any]):
-    """A psycopg connection whose every wait on the server ends by the current scope's deadline."""
+    """A psycopg connection whose every wait on the server ends by the current scope's deadline.
+
+    Under gevent, it waits on the hub itself: one io watcher per wait, the deadline as its
+    timeout. psycopg's own cooperative wait (`wait_poll`) goes through gevent's patched
+    select.poll, which builds a poll object, its watchers and a timer for every wait, and wakes
+    every 0.1 s to let the deadline be checked (issue 11: the driver's waits were the largest
+    share of a miss's worker CPU after the statement itself)."""
 
     def wait(self, gen: Any, interval: float = _POLL, *args: Any, **kwargs: Any) -> Any:
         end = _EXPIRY.get()
+        if _HUB_WAIT is not None and not args and not kwargs:
+            return self._wait_on_hub(gen, end)
         if end is None:
             return super().wait(gen, interval, *args, **kwargs)
         return self._wait_until(gen, end, interval, *args, **kwargs)
+
+    def _wait_on_hub(self, gen: Any, end: float | None) -> Any:
+        """psycopg's generator protocol on gevent's hub. The wait states and the ready flags are
+        the event loop's own bits (READ 1, WRITE 2); a read-or-write wait answers both ready,
+        which psycopg's generators take as "try both" (a flush that cannot write yet asks again)."""
+        from gevent import get_hub
+
+        wait = _HUB_WAIT
+        assert wait is not None
+        fileno = self.pgconn.socket
+        io = get_hub().loop.io
+        try:
+            state = next(gen)
+            while True:
+                watcher = io(fileno, int(state))
+                try:
+                    if end is None:
+                        wait(watcher)
+                    else:
+                        wait(watcher, max(0.0, end - time.monotonic()), _Expired())
+                finally:
+                    watcher.close()
+                state = gen.send(state)
+        except StopIteration as stop:
+            return stop.value
+        except _Expired:
+            gen.close()
+            self.close()  # unknown state: SQLAlchemy sees it closed and invalidates it
+            raise DeadlineExceeded("database deadline exceeded: the server did not answer in time") from None
 
     def _wait_until(self, gen: Any, end: float, interval: float, *args: Any, **kwargs: Any) -> Any:
         poll = max(0.001, min(interval, end - time.monotonic()))

@@ -16,6 +16,7 @@ from werkzeug.routing import Rule
 
 from app import compat
 from devstack.servers import Redis
+from devstack.stack import wait_until
 
 
 def test_redis_push_pending_sees_a_push_and_nothing_else(redis_server: Redis) -> None:
@@ -125,3 +126,54 @@ def test_gunicorn_sends_a_response_head_with_its_first_body_bytes(
     finally:
         sock.close()
         client.close()
+
+
+def test_sqlalchemy_cursor_execute_fires_events_and_wraps_driver_errors(app: Flask, db_tx: object) -> None:
+    """A statement run on a driver cursor through the wrapper is seen by before_cursor_execute
+    listeners (the SQL budget counts with them) and a driver error comes out as SQLAlchemy's
+    DBAPIError, as from any other statement."""
+    from sqlalchemy import event
+    from sqlalchemy.exc import DBAPIError
+
+    from app.extensions import db
+
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        seen.append(statement)
+
+    with app.app_context():
+        conn = db.session.connection()
+        engine = conn.engine
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            cursor = conn.connection.driver_connection.cursor()
+            compat.sqlalchemy_cursor_execute(conn, cursor, "SELECT %(n)s::int + 1", {"n": 41})
+            assert cursor.fetchall() == [(42,)]
+            assert seen == ["SELECT %(n)s::int + 1"]
+            with pytest.raises(DBAPIError):
+                compat.sqlalchemy_cursor_execute(conn, cursor, "SELECT no_such_column FROM authors", {})
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+            db.session.rollback()
+
+
+def test_redis_cheap_checkout_answers_can_read_as_the_pool_asks_it(redis_server: Redis) -> None:
+    """The pool's connections answer `can_read()` (what get_connection asks of each connection it
+    hands out) with redis_push_pending: False on a clean connection, True once a reply is
+    waiting unread; with a timeout, redis-py's own answer."""
+    pool = redis.BlockingConnectionPool(port=redis_server.port, max_connections=1)
+    base = pool.connection_class
+    compat.redis_cheap_checkout(pool)
+    compat.redis_cheap_checkout(pool)  # idempotent
+    assert issubclass(pool.connection_class, base) and pool.connection_class.__mro__[2] is base
+    conn = pool.get_connection()
+    try:
+        assert type(conn) is pool.connection_class and conn.can_read() is False
+        conn.send_command("PING")  # its reply is left unread
+        assert wait_until(conn.can_read, 5)
+        assert conn.can_read(timeout=0.01) is True
+        assert conn.read_response() == b"PONG" and conn.can_read() is False
+    finally:
+        pool.release(conn)
+        pool.disconnect()

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -21,6 +24,7 @@ from app.errors import problem_for, unconfirmed
 from app.exceptions import OutcomeUnknown
 from devstack.stack import wait_until
 
+REPO = Path(__file__).resolve().parent.parent
 DEADLINE = 0.5
 SLOW = 3.0  # the server's answer comes this late: well past the deadline
 
@@ -132,3 +136,59 @@ def test_a_pool_checkout_waits_no_longer_than_the_deadline_left(make_database: C
         assert recreated.timeout() == 5.0  # the base timeout, not the bound of the moment
     finally:
         engine.dispose()
+
+
+# The same checks in a gevent-patched process, as a gunicorn gevent worker runs them: there the
+# connection waits on gevent's hub (app/deadline.py: DeadlineConnection._wait_on_hub).
+_UNDER_GEVENT = """
+from gevent import monkey; monkey.patch_all()
+import sys, time
+import gevent
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+from app import deadline
+from app.deadline import DeadlineExceeded, bind, bounded
+
+assert deadline._HUB_WAIT is not None, "not waiting on the hub"
+engine = create_engine(sys.argv[1])
+bind(engine)
+with engine.connect() as conn:
+    before = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+started = time.monotonic()
+try:
+    with bounded(0.5), engine.connect() as conn:
+        conn.execute(text("SELECT pg_sleep(3)"))
+    raise AssertionError("not cut short")
+except OperationalError as exc:
+    assert isinstance(exc.orig, DeadlineExceeded) and exc.connection_invalidated, exc
+assert time.monotonic() - started < 1.5, time.monotonic() - started
+with bounded(5), engine.connect() as conn:
+    assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != before  # discarded
+    assert conn.execute(text("SELECT CAST(:n AS int) + 1"), {"n": 1}).scalar_one() == 2
+
+ticks = []
+def tick():
+    while True:
+        ticks.append(1)
+        gevent.sleep(0.01)
+def sleep_in_db():
+    with bounded(5), engine.connect() as conn:
+        return conn.execute(text("SELECT pg_sleep(0.5), 1")).one()[1]
+ticker = gevent.spawn(tick)
+started = time.monotonic()
+jobs = [gevent.spawn(sleep_in_db) for _ in range(3)]
+gevent.joinall(jobs, raise_error=True)
+ticker.kill()
+assert [job.value for job in jobs] == [1, 1, 1]
+assert time.monotonic() - started < 1.4, "the waits did not overlap"
+assert len(ticks) >= 20, len(ticks)  # the hub ran other greenlets meanwhile
+print("ok")
+"""
+
+
+def test_under_gevent_waits_are_cooperative_and_bounded(make_database: Callable[[str], str]) -> None:
+    url = make_database("readwire_deadline").replace("postgresql://", "postgresql+psycopg://")
+    done = subprocess.run(
+        [sys.executable, "-c", _UNDER_GEVENT, url], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]

@@ -35,6 +35,7 @@ from redis.retry import Retry
 from app.cache.discovery import Primary, RedisTarget
 from app.cache.keys import EPOCH_KEY, GENERATION_PREFIX
 from app.cache.near import NearCounters
+from app.compat import redis_cheap_checkout
 from app.observability.metrics import CACHE_ERRORS
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,7 @@ class RedisStore:
         self.target = target
         self.primary: Primary | None = target.primary
         pool = target.pool(max_connections=pool_size, pool_wait=pool_wait, timeout=timeout)
+        redis_cheap_checkout(pool)  # the pool's check of each connection it hands out, in C
         # No retries: a failed call is a miss, and the breaker decides when to try again.
         self.client = redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
         self._lookup = self.client.register_script(_LOOKUP)

@@ -13,6 +13,7 @@ from app.extensions import db
 from app.models import Author, Category, Tag
 from app.pagination import BOTTOM, Cursor, Direction, Page, page_rows
 from app.services.items import author_item
+from app.services.statements import prepared_rows
 
 _CATEGORY_ID = select(Category.id).where(Category.slug == bindparam("key"))
 _TAG_ID = select(Tag.id).where(Tag.slug == bindparam("key"))
@@ -47,9 +48,12 @@ _REFS = {"category": _CATEGORY_REF, "tag": _TAG_REF, "author": _AUTHOR_REF}
 
 def scope_id(kind: str, key: str) -> int:
     """The id of the category/tag (by slug) or author (by username); NotFound if there is none."""
-    found: int | None = db.session.execute(_IDS[kind], {"key": key}).scalar()
-    if found is None:
+    # A prepared statement, as the page it precedes (app/services/statements.py): a feed's first
+    # miss in this process pays it, under load every scope's first page (issue 11).
+    rows = prepared_rows(_IDS[kind], {"key": key})
+    if not rows:
         raise NotFound(f"No {kind} '{key}'.")
+    found: int = rows[0][0]
     return found
 
 

@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+import psycopg
 from flask import request
 from sqlalchemy import text
 
@@ -26,4 +27,15 @@ app = create_app()
 def pg_sleep() -> dict[str, float]:
     seconds = float(request.args.get("s", "0.5"))
     db.session.execute(text("SELECT pg_sleep(:s)"), {"s": seconds})
+    return {"slept": seconds}
+
+
+@app.get("/_test/pg_sleep_plain")
+def pg_sleep_plain() -> dict[str, float]:
+    """The same sleep on a plain psycopg connection (not the app's DeadlineConnection, which waits
+    on gevent's hub by itself): what psycopg's own wait function does to a gevent worker."""
+    seconds = float(request.args.get("s", "0.5"))
+    url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_sleep(%s)", (seconds,))
     return {"slept": seconds}

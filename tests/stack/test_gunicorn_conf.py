@@ -65,14 +65,17 @@ def _ok(port: int) -> bool:
         return False
 
 
-def concurrent_sleeps(port: int, count: int, seconds: float) -> tuple[float, list[int]]:
-    """``count`` simultaneous requests that each sleep ``seconds`` in PostgreSQL; (wall time, statuses)."""
+def concurrent_sleeps(port: int, count: int, seconds: float, plain: bool = False) -> tuple[float, list[int]]:
+    """``count`` simultaneous requests that each sleep ``seconds`` in PostgreSQL; (wall time, statuses).
+    `plain`: on a plain psycopg connection, through psycopg's own wait function (the app's
+    connections wait on gevent's hub by themselves, app/deadline.py)."""
     barrier = threading.Barrier(count)
     statuses: list[int] = []
 
     def one() -> None:
         barrier.wait()
-        statuses.append(request(port, f"/_test/pg_sleep?s={seconds}", timeout=30).status)
+        path = "/_test/pg_sleep_plain" if plain else "/_test/pg_sleep"
+        statuses.append(request(port, f"{path}?s={seconds}", timeout=30).status)
 
     threads = [threading.Thread(target=one) for _ in range(count)]
     started = time.monotonic()
@@ -126,9 +129,11 @@ def test_a_blocking_c_wait_is_switched_to_the_cooperative_one(stack: StackInfo, 
     """PSYCOPG_WAIT_FUNC=wait_c stands for psycopg having picked its C wait (imported before the patch)."""
     log = tmp_path / "gunicorn.log"
     with serve(stack, ["-c", CONF, SLOW_APP], log, {"PSYCOPG_WAIT_FUNC": "wait_c"}) as (port, _):
-        wall, statuses = concurrent_sleeps(port, 10, 0.5)
-    assert statuses == [200] * 10
+        wall, statuses = concurrent_sleeps(port, 10, 0.5, plain=True)
+        app_wall, app_statuses = concurrent_sleeps(port, 10, 0.5)  # the app's connections, on the hub
+    assert statuses == [200] * 10 and app_statuses == [200] * 10
     assert wall < 1.2, f"{wall:.2f} s"
+    assert app_wall < 1.2, f"{app_wall:.2f} s"
     text_ = log.read_text()
     assert "switching to wait_poll" in text_ and "psycopg wait=wait_poll" in text_
 
@@ -143,7 +148,7 @@ def test_control_the_c_wait_serializes_a_gevent_worker(stack: StackInfo, tmp_pat
     # Serialized, the last request waits for the others' sleeps: past the database deadline
     # (app/deadline.py) that would be a 503; this measures the serialization, so no deadline.
     with serve(stack, argv, log, {"PSYCOPG_WAIT_FUNC": "wait_c", "DB_DEADLINE_MS": "0"}) as (port, _):
-        wall, statuses = concurrent_sleeps(port, 4, 0.5)
+        wall, statuses = concurrent_sleeps(port, 4, 0.5, plain=True)
     assert statuses == [200] * 4
     assert wall >= 1.9, f"4 x pg_sleep(0.5) took only {wall:.2f} s with the C wait"
 

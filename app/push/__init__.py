@@ -96,9 +96,9 @@ class Push:
             session.info[_WEBSUB] = True
 
     def _after_commit(self, session: Session) -> None:
-        position = events.committed_position(session)
-        if position is not None:
-            self.state().publisher.publish(position)
+        done = events.committed(session)
+        if done is not None:
+            self.state().publisher.publish(*done)
         if session.info.pop(_WEBSUB, False):
             self.state().websub.poke()  # the drain loop announces; the write does not wait for the hub
 

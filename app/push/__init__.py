@@ -13,13 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from flask import Flask, Response, current_app
+from flask import Flask, Response, current_app, request
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from app.push import events
 from app.push.hub import Hub, InvalidPosition, PositionCodec, Publisher
-from app.push.streams import StreamSlots, event_stream
+from app.push.streams import StreamSlots, direct_socket, event_stream
 from app.push.websub import WebSub
 from app.urls import ROOT_URL
 
@@ -53,7 +53,14 @@ class PushState:
 
         root = orjson.dumps(root_url())[1:-1]  # this request's root, as it reads inside a JSON string
         body = event_stream(
-            self.hub, scope, position, self.heartbeat, self.retry_ms, lambda: self.slots.release(token), root
+            self.hub,
+            scope,
+            position,
+            self.heartbeat,
+            self.retry_ms,
+            lambda: self.slots.release(token),
+            root,
+            direct_socket(request.environ),
         )
         response = Response(body, mimetype="text/event-stream", direct_passthrough=True)
         response.headers["Cache-Control"] = "no-store"
@@ -89,9 +96,9 @@ class Push:
             session.info[_WEBSUB] = True
 
     def _after_commit(self, session: Session) -> None:
-        position = events.committed_position(session)
-        if position is not None:
-            self.state().publisher.publish(position)
+        done = events.committed(session)
+        if done is not None:
+            self.state().publisher.publish(*done)
         if session.info.pop(_WEBSUB, False):
             self.state().websub.poke()  # the drain loop announces; the write does not wait for the hub
 

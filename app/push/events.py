@@ -8,8 +8,8 @@ unpublished). Drafts make none, nor do comments. The rows' ids are taken under o
 transaction-scoped advisory lock, held until the commit, so ids grow in commit order: a reader
 that has seen id N has seen every committed event below N (what makes a position resumable).
 After the commit, and after the cache generations were bumped (so a client that reacts to the
-event reads the new pages), the process rings the doorbell (app/push/hub.py). A rollback writes
-and rings nothing.
+event reads the new pages), the process rings the doorbell (app/push/hub.py) with the events in
+it. A rollback writes and rings nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from app.urls import POSTS_PATH
 
 _TOUCHED = "push.touched"  # session.info keys
 _WRITTEN = "push.written"
+_BATCH = "push.batch"  # the committed events themselves: the doorbell carries them (app/push/hub.py)
+Row = tuple[int, str, str, str]  # an event as the doorbell carries it: id, kind, scopes, data
 # pg_advisory_xact_lock key: "rw" + "ev" in ASCII. Held from the events' INSERT to the commit.
 EVENTS_LOCK = 0x72770065
 _JSON = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z | orjson.OPT_OMIT_MICROSECONDS
@@ -91,20 +93,25 @@ def before_commit(session: Session, site_url: str, api_root: str) -> set[str] | 
         return None
     if conn.dialect.name == "postgresql":  # SQLite runs one writer at a time anyway
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENTS_LOCK})
-    written = max(conn.execute(insert(PostEvent).values(rows).returning(PostEvent.id)).scalars())
-    session.info[_WRITTEN] = max(written, session.info.get(_WRITTEN, 0))
+    ids = dict(conn.execute(insert(PostEvent).values(rows).returning(PostEvent.post_id, PostEvent.id)).all())
+    session.info[_WRITTEN] = max(max(ids.values()), session.info.get(_WRITTEN, 0))
+    batch = session.info.setdefault(_BATCH, [])
+    batch += sorted((ids[row["post_id"]], row["kind"], row["scopes"], row["data"]) for row in rows)
     return {scope for row in rows for scope in row["scopes"].split()}
 
 
-def committed_position(session: Session) -> int | None:
-    """After the commit: the highest event id it made durable (None: it made none)."""
+def committed(session: Session) -> tuple[int, list[Row]] | None:
+    """After the commit: the highest event id it made durable and its events, (id, kind, scopes,
+    data) in id order (None: it made none)."""
     written: int | None = session.info.pop(_WRITTEN, None)
-    return written
+    batch: list[Row] = sorted(session.info.pop(_BATCH, []))
+    return None if written is None else (written, batch)
 
 
 def after_rollback(session: Session) -> None:
     session.info.pop(_TOUCHED, None)
     session.info.pop(_WRITTEN, None)
+    session.info.pop(_BATCH, None)
 
 
 # The slugs of scopes a post left, per kind: built once, the ids an expanding parameter.

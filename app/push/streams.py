@@ -5,7 +5,9 @@ scope. Events come from the hub's ring while it reaches back to the cursor, else
 database (bounded; past SSE_REPLAY_MAX missed events the client gets `reset`). The cursor only
 moves forward and every event is compared with it, so the seam between the replay and the live
 part has neither a gap nor a duplicate. An idle stream costs a greenlet waiting on the hub's
-broadcast event: no socket to Redis or PostgreSQL of its own.
+broadcast event: no socket to Redis or PostgreSQL of its own. Under gunicorn's gevent worker a
+waiting stream parks with the hub instead, which writes its live events to its socket itself
+(app/push/hub.py: Tap); the stream wakes for its heartbeats and whatever the hub cannot do.
 
 Heartbeats are SSE comments every SSE_HEARTBEAT seconds at most; when events outside the
 stream's scope moved its cursor, the heartbeat carries `id:` too (an id-only message updates the
@@ -19,6 +21,7 @@ process (SSE_MAX_STREAMS); with Redis unreachable each process counts alone.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import secrets
 import threading
@@ -32,7 +35,7 @@ import redis
 
 from app.cache.keys import PREFIX
 from app.cache.store import CircuitBreaker
-from app.push.hub import Event, Hub, redis_client
+from app.push.hub import Event, Hub, Tap, redis_client
 from app.urls import JSON_ROOT_URL
 
 log = logging.getLogger(__name__)
@@ -132,13 +135,37 @@ def _reset(hub: Hub, head: int, reason: str) -> bytes:
     return f"id: {hub.codec.encode(head)}\nevent: reset\ndata: {data}\n\n".encode()
 
 
+def direct_socket(environ: dict[str, Any]) -> tuple[Any, bool] | None:
+    """The connection's socket and whether the body is chunked, when the hub may write this
+    response's events to it itself (app/push/hub.py: Tap): gunicorn put it in the environ, the
+    request is a GET (a HEAD's body is dropped), and the socket is plain (not TLS) and
+    non-blocking (gevent's). gunicorn chunks the body of an HTTP/1.1 response without a length."""
+    sock = environ.get("gunicorn.socket")
+    if sock is None or environ.get("REQUEST_METHOD") != "GET" or hasattr(sock, "cipher"):
+        return None
+    try:
+        if os.get_blocking(sock.fileno()):
+            return None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return sock, environ.get("SERVER_PROTOCOL") not in (None, "HTTP/1.0", "HTTP/0.9")
+
+
 def event_stream(
-    hub: Hub, scope: str, position: int | None, heartbeat: float, retry_ms: int, on_close: Any, root: bytes = b""
+    hub: Hub,
+    scope: str,
+    position: int | None,
+    heartbeat: float,
+    retry_ms: int,
+    on_close: Any,
+    root: bytes = b"",
+    direct: tuple[Any, bool] | None = None,
 ) -> Iterator[bytes]:
     """The stream's bytes (see the module docstring). `on_close` runs however it ends; `root`
-    (JSON-escaped) replaces the ROOT_URL placeholder in post URLs (app/push/events.py)."""
+    (JSON-escaped) replaces the ROOT_URL placeholder in post URLs (app/push/events.py); `direct`
+    (direct_socket): the hub writes live events to that socket itself while the stream waits."""
     placeholder = JSON_ROOT_URL[1:]  # inside the string, without its opening quote
-    inner = _event_stream(hub, scope, position, heartbeat, retry_ms, on_close)
+    inner = _event_stream(hub, scope, position, heartbeat, retry_ms, on_close, root, direct)
     try:
         for chunk in inner:
             yield chunk.replace(placeholder, root) if root and placeholder in chunk else chunk
@@ -147,7 +174,14 @@ def event_stream(
 
 
 def _event_stream(
-    hub: Hub, scope: str, position: int | None, heartbeat: float, retry_ms: int, on_close: Any
+    hub: Hub,
+    scope: str,
+    position: int | None,
+    heartbeat: float,
+    retry_ms: int,
+    on_close: Any,
+    root: bytes = b"",
+    direct: tuple[Any, bool] | None = None,
 ) -> Generator[bytes, None, None]:
     try:
         cursor = hub.last if position is None else position
@@ -171,12 +205,25 @@ def _event_stream(
         # The first beat at a random point of the interval: streams opened together (a deploy, a
         # reconnect storm) must not wake and write all at once every interval ever after.
         next_beat = time.monotonic() + heartbeat * random.uniform(0.25, 1.0)
+        # Parked with the hub only once the generator runs again after a yield: gunicorn has then
+        # written every byte given so far, so the hub's writes follow them whole.
+        tap = None if direct is None else Tap(direct[0].fileno(), direct[1], scope, root, heartbeat)
         while True:
             while hub.last <= cursor:
                 remaining = next_beat - time.monotonic()
                 if remaining <= 0:
                     break
-                hub.wait(cursor, remaining)
+                if tap is None:
+                    hub.wait(cursor, remaining)
+                    continue
+                tap.cursor, tap.told, tap.next_beat = cursor, told, next_beat
+                hub.park(tap, remaining)
+                cursor, told, next_beat = tap.cursor, tap.told, tap.next_beat
+                if tap.failed:
+                    return  # the client is gone (the hub's write failed)
+                if tap.remainder:  # a message the hub began: its end before any other byte
+                    rest, tap.remainder = tap.remainder, b""
+                    direct[0].sendall(rest)  # type: ignore[index]
             with hub.cond:
                 pending: list[Event] | None = hub.after(cursor)
             if pending is None:  # the ring moved past this stream (a slow client): read the database

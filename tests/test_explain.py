@@ -176,3 +176,21 @@ def test_popular_statements_use_their_indexes(big_app: tuple[Flask, str], generi
             # The range is found through the primary key; the planner may then sort the few
             # rows it found (a snapshot holds at most POPULAR_SIZE ranks) rather than walk it.
             assert "pk_popular_ranks" in {n.get("Index Name") for n in plan}, plan
+
+
+def test_feed_pages_are_planned_once_per_connection(big_app: tuple[Flask, str]) -> None:
+    """DB_PLAN_CACHE_MODE (force_generic_plan by default): a feed page's prepared statement is
+    planned once per connection and the plan kept, not re-planned at every execution (under
+    `auto` the LIMIT parameter made every plan a custom one; app/config.py)."""
+    from app.replicas import read_only
+    from app.services.posts import feed_page
+
+    application, _ = big_app
+    with application.test_request_context(), read_only():
+        for limit in (5, 20, 50, 20):
+            assert feed_page(FeedScope("all"), None, limit).items
+        plans = db.session.execute(
+            text("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE '%comment_count%'")
+        ).all()
+        assert db.session.execute(text("SHOW plan_cache_mode")).scalar_one() == "force_generic_plan"
+    assert plans == [(4, 0)], plans  # (generic, custom) executions; under `auto`: [(0, 4)]

@@ -190,7 +190,9 @@ def test_feed_pages_are_planned_once_per_connection(big_app: tuple[Flask, str]) 
         for limit in (5, 20, 50, 20):
             assert feed_page(FeedScope("all"), None, limit).items
         plans = db.session.execute(
-            text("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE '%comment_count%'")
+            text(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE '%comment_count%'"
+            )
         ).all()
         assert db.session.execute(text("SHOW plan_cache_mode")).scalar_one() == "force_generic_plan"
     assert plans == [(4, 0)], plans  # (generic, custom) executions; under `auto`: [(0, 4)]

@@ -5,11 +5,13 @@ figures the runner adds to their reports (push_figures). Kept apart from loadtes
   fetch apart (it cannot be a 304): `poll_304` / (`poll_304` + `poll_200`) is then the 304 share of
   revalidations, what the pollers SLO asks (>= 99% for unchanged feeds).
 - StreamerUser: holds one Server-Sent Events stream (from its own loopback source address, so the
-  per-address cap is per client as in production), measures every event's delay from its
-  `written_at` (just before the write's commit) to its arrival at the client's socket (the kernel's
-  receive timestamp, ArrivalReader), fired as a Locust request
-  `SSE commit-to-event` (so Locust's percentiles are the delay's), drops its connection every
-  --streamer-reconnect seconds (random +-50%) and resumes with Last-Event-ID.
+  per-address cap is per client as in production), drops its connection every --streamer-reconnect
+  seconds (random +-50%) and resumes with Last-Event-ID. Every event it gets is fired as a Locust
+  request (so Locust's percentiles are the delay's), one of two (loadtests/push_delivery.py): a live
+  delivery, `SSE commit-to-event`, from its `written_at` (just before the write's commit) to its
+  arrival at the client's socket (the kernel's receive timestamp, ArrivalReader); or a replay to a
+  resumed connection of an event written before it asked, `SSE replay after reconnect`, from that
+  request to the arrival.
 - PushWriterUser: an editor publishing, retitling and deleting posts; every acknowledged write is
   an event every stream must get. At the end, each stream's missing events are failures named
   `sse: event lost`, and repeated ones `sse: duplicate event`.
@@ -34,9 +36,11 @@ from locust import User, constant, events, tag, task
 from locust.env import Environment
 
 from loadtests import users
+from loadtests.push_delivery import REPLAY, Connection, away_counters, classify
 from loadtests.users import API, Shared, option
 
-STREAM_STATE: dict[str, Any] = {"expected": [], "streams": []}  # (kind, post_id, acked monotonic), StreamerUser list
+# (kind, post_id, acked monotonic), StreamerUser list, replays' delays from written_at (ms)
+STREAM_STATE: dict[str, Any] = {"expected": [], "streams": [], "replays_since_written": []}
 _LOCK = threading.Lock()
 
 
@@ -204,6 +208,8 @@ class StreamerUser(User):
         self.received: dict[tuple[str, int], int] = {}
         self.started = time.monotonic()
         self.connected_at: float | None = None
+        self.connection: Connection | None = None  # the current one (what its deliveries are: push_delivery)
+        self.ended_at: float | None = None  # when the previous connection ended (wall clock)
         self.reconnects = 0
         self.sock: socket.socket | None = None
         self.reader = gevent.spawn(self._hold)
@@ -220,6 +226,7 @@ class StreamerUser(User):
         if self.sock is not None and self.rng.random() < 1.0 / max(1.0, self.reconnect_mean):
             self.reconnects += 1
             Shared.pacing.count("sse_forced_reconnects")
+            self.ended_at = time.time()
             # Closes the connection now: the reader reads the socket itself (ArrivalReader). Through a makefile()
             # object, as before, close() only marked the socket closed while the file held it open: the stream
             # went on, and no "forced reconnect" ever left the wire.
@@ -240,6 +247,8 @@ class StreamerUser(User):
                     self._fire("sse: connection", (time.monotonic() - started) * 1000, exc)
             finally:
                 if self.sock is not None:
+                    if self.sock.fileno() != -1:  # ended by the server or an error, not dropped by us
+                        self.ended_at = time.time()
                     self.sock.close()
                     self.sock = None
             gevent.sleep(0.05)
@@ -250,6 +259,13 @@ class StreamerUser(User):
         headers = f"GET {self.path} HTTP/1.1\r\nHost: {self.hostname}:{self.port}\r\nAccept: text/event-stream\r\n"
         if self.last_id:
             headers += f"Last-Event-ID: {self.last_id}\r\n"
+        previous = self.connection
+        self.connection = Connection(
+            sent_at=time.time(),
+            resumed=self.last_id is not None,
+            previous_sent_at=previous.sent_at if previous else None,
+            previous_ended_at=self.ended_at if previous else None,
+        )
         sock.sendall((headers + "\r\n").encode())
         stream = ArrivalReader(sock)
         status = stream.readline().decode()
@@ -291,7 +307,13 @@ class StreamerUser(User):
         if self.received[key] > 1:
             self._fire("sse: duplicate event", 0, RuntimeError(f"{key} received twice"))
         written = datetime.fromisoformat(event["written_at"].replace("Z", "+00:00")).timestamp()
-        self._fire("SSE commit-to-event", max(0.0, (arrived - written) * 1000))
+        assert self.connection is not None  # set before the request that brought this event
+        delivery = classify(self.connection, written, arrived)
+        if delivery.name == REPLAY:
+            STREAM_STATE["replays_since_written"].append(delivery.since_written_ms)
+        if delivery.cut:
+            Shared.pacing.count("sse_replays_cut")
+        self._fire(delivery.name, delivery.ms)
 
 
 class PushWriterUser(users.WriterUser):
@@ -393,3 +415,5 @@ def _losses(environment: Environment, **_: Any) -> None:
     Shared.pacing.count("sse_checked_streams", sum(1 for s in STREAM_STATE["streams"] if s.connected_at is not None))
     Shared.pacing.count("sse_expected_events", len(STREAM_STATE["expected"]))
     Shared.pacing.count("sse_lost_events", lost)
+    for name, value in away_counters(STREAM_STATE["replays_since_written"]).items():
+        Shared.pacing.count(name, value)

@@ -59,18 +59,25 @@ def test_the_figures_give_live_percentiles_and_the_replays_apart() -> None:
     assert push_delivery.delivery_figures(rows([], []), {}) == {}
 
 
-def test_the_replays_delays_from_written_at_are_reported_as_they_counted_before() -> None:
-    counters = push_delivery.away_counters([float(ms) for ms in range(100, 1100, 10)])
+def test_every_delivery_is_also_reported_from_written_at_as_before_the_split() -> None:
+    """The measure before the split, on the same run: 100 live deliveries at 1..100 ms and 2 replays whose
+    clients were away 1 s and 2 s (their p99 together is the first replay's 1,000 ms; live alone: 99)."""
+    live = [push_delivery.Delivery(LIVE, float(ms), False, float(ms)) for ms in range(1, 101)]
+    replays = [push_delivery.Delivery(REPLAY, 20.0, False, 1000.0), push_delivery.Delivery(REPLAY, 30.0, True, 2000.0)]
+    counters = push_delivery.before_split_counters(live + replays)
     assert counters == {
-        "sse_replay_since_written_p50_ms": 590,
-        "sse_replay_since_written_p99_ms": 1080,
-        "sse_replay_since_written_max_ms": 1090,
+        "sse_all_since_written_p99_ms": 1000,
+        "sse_replay_since_written_p50_ms": 1000,
+        "sse_replay_since_written_p99_ms": 2000,
+        "sse_replay_since_written_max_ms": 2000,
     }
     figures = push_delivery.delivery_figures(rows([20.0], [30.0]), counters)
     assert figures["the same replays from written_at (the client's absence included: how they counted before)"] == (
-        "p50 590 / p99 1080 ms, max 1090 ms"
+        "p50 1000 / p99 2000 ms, max 2000 ms"
     )
-    assert push_delivery.away_counters([]) == {}
+    assert figures["every delivery from written_at, replays included (the measure before the split)"] == "p99 1000 ms"
+    assert push_delivery.before_split_counters(live) == {"sse_all_since_written_p99_ms": 99}
+    assert push_delivery.before_split_counters([]) == {}
 
 
 def log_deliveries(run_dir: Path, live: list[float], replays: list[float], replay_name: str) -> None:

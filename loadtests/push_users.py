@@ -5,11 +5,14 @@ figures the runner adds to their reports (push_figures). Kept apart from loadtes
   fetch apart (it cannot be a 304): `poll_304` / (`poll_304` + `poll_200`) is then the 304 share of
   revalidations, what the pollers SLO asks (>= 99% for unchanged feeds).
 - StreamerUser: holds one Server-Sent Events stream (from its own loopback source address, so the
-  per-address cap is per client as in production), measures every event's delay from its
-  `written_at` (just before the write's commit) to its arrival at the client's socket (the kernel's
-  receive timestamp, ArrivalReader), fired as a Locust request
-  `SSE commit-to-event` (so Locust's percentiles are the delay's), drops its connection every
-  --streamer-reconnect seconds (random +-50%) and resumes with Last-Event-ID.
+  per-address cap is per client as in production), drops its connection every --streamer-reconnect
+  seconds (random +-50%) and resumes with Last-Event-ID. Every event it gets is fired as a Locust
+  request (so Locust's percentiles are the delay's), one of two (loadtests/push_delivery.py): a live
+  delivery, `SSE commit-to-event`, from its `written_at` (just before the write's commit) to its
+  arrival at the client's socket (the kernel's receive timestamp, ArrivalReader); or a replay to a
+  resumed connection of an event written before it asked, `SSE replay after reconnect`, from that
+  request to the arrival. The connections and their reading are loadtests/sse_client.py's (no Locust:
+  tests drive it against the app).
 - PushWriterUser: an editor publishing, retitling and deleting posts; every acknowledged write is
   an event every stream must get. At the end, each stream's missing events are failures named
   `sse: event lost`, and repeated ones `sse: duplicate event`.
@@ -20,12 +23,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
-import struct
 import threading
 import time
-from collections import deque
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +33,12 @@ from locust import User, constant, events, tag, task
 from locust.env import Environment
 
 from loadtests import users
+from loadtests.push_delivery import Delivery, before_split_counters
+from loadtests.sse_client import SseClient
 from loadtests.users import API, Shared, option
 
-STREAM_STATE: dict[str, Any] = {"expected": [], "streams": []}  # (kind, post_id, acked monotonic), StreamerUser list
+# (kind, post_id, acked monotonic), StreamerUser list, every Delivery (push_delivery.before_split_counters)
+STREAM_STATE: dict[str, Any] = {"expected": [], "streams": [], "deliveries": []}
 _LOCK = threading.Lock()
 
 
@@ -116,70 +118,6 @@ def _rss(pids: list[int]) -> int:
     return total
 
 
-_SO_TIMESTAMPNS = 35  # Linux: the kernel's receive time (CLOCK_REALTIME) of each read, as ancillary data
-_TIMESPEC = struct.Struct("qq")
-
-
-class ArrivalReader:
-    """readline/read over a socket that also says when the bytes they return arrived: the kernel's receive
-    timestamp (SO_TIMESTAMPNS) of the read that brought the last of them, not the time this process got
-    round to parsing them. One generator process holds hundreds of streams and every write reaches all
-    of them at once: stamped at parse time, the last stream's delay would include the generator parsing
-    every other stream's copy first (measured: ~80 us per event, 40 ms for 500 streams), a cost no real
-    client pays. Where the socket option is missing, the time of the read."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-            self.stamped = True
-        except OSError:
-            self.stamped = False
-        self.buffer = bytearray()
-        self.start = 0  # stream offset of buffer[0]
-        self.reads: deque[tuple[int, float]] = deque()  # (stream offset after the read, arrival time)
-        self.arrived = 0.0  # arrival time of the last byte returned so far
-
-    def _fill(self) -> bool:
-        if self.stamped:
-            data, ancillary, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(_TIMESPEC.size))
-            stamp = next(
-                (sec + nsec / 1e9 for level, kind, raw in ancillary
-                 if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS
-                 for sec, nsec in [_TIMESPEC.unpack(raw[: _TIMESPEC.size])]),
-                time.time(),
-            )  # fmt: skip
-        else:
-            data, stamp = self.sock.recv(65536), time.time()
-        if not data:
-            return False
-        self.buffer += data
-        self.reads.append((self.start + len(self.buffer), stamp))
-        return True
-
-    def _take(self, size: int) -> bytes:
-        out = bytes(self.buffer[:size])
-        del self.buffer[:size]
-        self.start += size
-        while self.reads and self.reads[0][0] < self.start:
-            self.reads.popleft()
-        if out and self.reads:
-            self.arrived = self.reads[0][1]  # the read that brought the byte just before `start`
-        return out
-
-    def readline(self) -> bytes:
-        while (end := self.buffer.find(b"\n")) < 0:
-            if not self._fill():
-                return self._take(len(self.buffer))
-        return self._take(end + 1)
-
-    def read(self, size: int) -> bytes:
-        while len(self.buffer) < size:
-            if not self._fill():
-                break
-        return self._take(min(size, len(self.buffer)))
-
-
 class StreamerUser(User):
     abstract = True
     wait_time = constant(1.0)
@@ -192,38 +130,37 @@ class StreamerUser(User):
         # real clients. Room to spare: a client's dropped stream holds its slot until a write to it fails (the
         # next event or heartbeat but one), so a stream that reconnects briefly counts twice; with four streams
         # an address, an unlucky run of reconnects went over the cap (429).
-        self.source = f"127.0.0.{2 + (number // 2) % 253}"
         host = self.environment.host or ""
         hostport = host.split("://", 1)[-1].rstrip("/")
-        self.hostname, _, port = hostport.partition(":")
-        self.port = int(port or 80)
-        self.path = str(option(self.environment, "streamer_path", f"{API}/stream"))
+        hostname, _, port = hostport.partition(":")
+        self.client = SseClient(
+            hostname,
+            int(port or 80),
+            str(option(self.environment, "streamer_path", f"{API}/stream")),
+            source=f"127.0.0.{2 + (number // 2) % 253}",
+        )
         self.reconnect_mean = float(option(self.environment, "streamer_reconnect", 20.0))
         self.rng = random.Random(number)
-        self.last_id: str | None = None
         self.received: dict[tuple[str, int], int] = {}
-        self.started = time.monotonic()
-        self.connected_at: float | None = None
         self.reconnects = 0
-        self.sock: socket.socket | None = None
         self.reader = gevent.spawn(self._hold)
         with _LOCK:
             STREAM_STATE["streams"].append(self)
 
+    @property
+    def connected_at(self) -> float | None:
+        return self.client.connected_at
+
     def on_stop(self) -> None:
         self.reader.kill(block=False)
-        if self.sock is not None:
-            self.sock.close()
+        self.client.close()
 
     @task
     def drop_now_and_then(self) -> None:
-        if self.sock is not None and self.rng.random() < 1.0 / max(1.0, self.reconnect_mean):
+        if self.client.sock is not None and self.rng.random() < 1.0 / max(1.0, self.reconnect_mean):
             self.reconnects += 1
             Shared.pacing.count("sse_forced_reconnects")
-            # Closes the connection now: the reader reads the socket itself (ArrivalReader). Through a makefile()
-            # object, as before, close() only marked the socket closed while the file held it open: the stream
-            # went on, and no "forced reconnect" ever left the wire.
-            self.sock.close()  # the reader's read fails; it resumes with Last-Event-ID
+            self.client.drop()  # the reader's read ends; it resumes with Last-Event-ID
 
     def _fire(self, name: str, elapsed_ms: float, exception: Exception | None = None) -> None:
         self.environment.events.request.fire(
@@ -234,64 +171,26 @@ class StreamerUser(User):
         while True:
             started = time.monotonic()
             try:
-                self._stream()
+                self.client.stream(self._dispatch)
             except (OSError, ValueError) as exc:
-                if self.sock is None or self.sock.fileno() != -1:  # not our own forced close
+                if not self.client.dropped:
                     self._fire("sse: connection", (time.monotonic() - started) * 1000, exc)
             finally:
-                if self.sock is not None:
-                    self.sock.close()
-                    self.sock = None
+                self.client.close()
             gevent.sleep(0.05)
 
-    def _stream(self) -> None:
-        sock = socket.create_connection((self.hostname, self.port), timeout=30, source_address=(self.source, 0))
-        self.sock = sock
-        headers = f"GET {self.path} HTTP/1.1\r\nHost: {self.hostname}:{self.port}\r\nAccept: text/event-stream\r\n"
-        if self.last_id:
-            headers += f"Last-Event-ID: {self.last_id}\r\n"
-        sock.sendall((headers + "\r\n").encode())
-        stream = ArrivalReader(sock)
-        status = stream.readline().decode()
-        if " 200 " not in status:
-            raise ValueError(f"stream answered {status.strip()!r}")
-        while stream.readline() not in (b"\r\n", b""):  # headers
-            pass
-        self.connected_at = self.connected_at or time.monotonic()
-        fields: dict[str, str] = {}
-        while True:
-            size_line = stream.readline()  # chunked transfer coding: size, data, CRLF
-            if not size_line:
-                return
-            size = int(size_line.strip() or b"0", 16)
-            if size == 0:
-                return
-            chunk = stream.read(size).decode()
-            arrived = stream.arrived  # when the chunk's last byte reached this socket
-            stream.readline()
-            for line in chunk.split("\n"):
-                if line == "":
-                    self._dispatch(fields, arrived)
-                    fields = {}
-                elif not line.startswith(":"):
-                    name, _, value = line.partition(":")
-                    fields[name] = value.removeprefix(" ")
-
-    def _dispatch(self, fields: dict[str, str], arrived: float) -> None:
-        if "id" in fields:
-            self.last_id = fields["id"]
-        if "data" not in fields:
-            return
-        event = json.loads(fields["data"])
-        if event.get("type") == "reset":
+    def _dispatch(self, event: dict[str, Any], delivery: Delivery | None) -> None:
+        if delivery is None:
             Shared.pacing.count("sse_resets")
             return
         key = (event["type"], int(event["post"]["id"]))
         self.received[key] = self.received.get(key, 0) + 1
         if self.received[key] > 1:
             self._fire("sse: duplicate event", 0, RuntimeError(f"{key} received twice"))
-        written = datetime.fromisoformat(event["written_at"].replace("Z", "+00:00")).timestamp()
-        self._fire("SSE commit-to-event", max(0.0, (arrived - written) * 1000))
+        STREAM_STATE["deliveries"].append(delivery)
+        if delivery.cut:
+            Shared.pacing.count("sse_replays_cut")
+        self._fire(delivery.name, delivery.ms)
 
 
 class PushWriterUser(users.WriterUser):
@@ -393,3 +292,5 @@ def _losses(environment: Environment, **_: Any) -> None:
     Shared.pacing.count("sse_checked_streams", sum(1 for s in STREAM_STATE["streams"] if s.connected_at is not None))
     Shared.pacing.count("sse_expected_events", len(STREAM_STATE["expected"]))
     Shared.pacing.count("sse_lost_events", lost)
+    for name, value in before_split_counters(STREAM_STATE["deliveries"]).items():
+        Shared.pacing.count(name, value)

@@ -48,7 +48,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `loadtests` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadtests import capacity, cpu, report, slo, timings
+from loadtests import capacity, cpu, push_delivery, report, slo, timings
 from loadtests.catalog import EDITOR_PASSWORD_ENV, EDITOR_USERNAME_ENV, HERE, MIXES, SCENARIOS, Scenario
 from loadtests.pacing import load_pacing
 from loadtests.push_report import push_figures
@@ -556,8 +556,11 @@ def execute(scenario: Scenario, args: argparse.Namespace, state: dict[str, Any])
         if hits + misses:
             extra["redis keyspace hit ratio"] = f"{hits / (hits + misses):.1%} ({hits} hits, {misses} misses)"
     extra["load average at end"] = loadavg()
-    # Issue 13: pollers' 304 share and bytes per poll; streamers' losses and memory per idle stream.
-    extra.update(push_figures(load_pacing(run_dir).get("counters", {})))
+    # Issue 13: pollers' 304 share and bytes per poll; streamers' losses and memory per idle stream, their live
+    # deliveries and replays apart.
+    counters = load_pacing(run_dir).get("counters", {})
+    extra.update(push_figures(counters))
+    extra.update(push_delivery.run_figures(run_dir, counters))
     meta = {
         "scenario": scenario.name,
         "target": ctx.target,

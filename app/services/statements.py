@@ -26,12 +26,14 @@ from app.extensions import db
 
 class _PreparingCursor(psycopg.Cursor[Any]):
     """A psycopg cursor that prepares every statement it runs (on first use per connection;
-    psycopg keeps the prepared statements per connection, up to its `prepared_max`)."""
+    psycopg keeps the prepared statements per connection, up to its `prepared_max`) and asks
+    for its rows in binary: timestamps and integers then load without parsing text (the
+    callgrind gate's feed_miss -1.9%; the JSON of the tags is the same text either way)."""
 
     def execute(
         self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool | None = None
     ) -> Any:
-        return super().execute(query, params, prepare=True, binary=binary)
+        return super().execute(query, params, prepare=True, binary=True)
 
 
 @lru_cache(maxsize=256)  # prebuilt statements x engines' dialects (one per app)

@@ -3,6 +3,7 @@ through the app's own SQLAlchemy pool and psycopg connections, and a slow boot o
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from pathlib import Path
@@ -39,3 +40,9 @@ def pg_sleep_plain() -> dict[str, float]:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_sleep(%s)", (seconds,))
     return {"slept": seconds}
+
+
+@app.get("/_test/gc")
+def gc_state() -> dict[str, int]:
+    """What the collector examines in this worker (gunicorn.conf.py freezes the loaded heap)."""
+    return {"frozen": gc.get_freeze_count(), "tracked": len(gc.get_objects())}

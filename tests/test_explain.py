@@ -187,6 +187,7 @@ def test_feed_pages_are_planned_once_per_connection(big_app: tuple[Flask, str]) 
 
     application, _ = big_app
     with application.test_request_context(), read_only():
+        db.session.connection()  # the reads below then share the session's connection
         for limit in (5, 20, 50, 20):
             assert feed_page(FeedScope("all"), None, limit).items
         plans = db.session.execute(

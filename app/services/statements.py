@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Dialect
 
 from app.compat import sqlalchemy_cursor_execute
 from app.extensions import db
+from app.replicas import sessionless_read
 
 
 class _PreparingCursor(psycopg.Cursor[Any]):
@@ -42,11 +43,20 @@ def _sql(statement: Executable, dialect: Dialect) -> str:
 
 
 def prepared_rows(statement: Executable, params: dict[str, Any]) -> list[Any]:
-    """The rows (tuples) of a prebuilt `statement` with bind `params` on the session's connection
-    (routed as any session read: the fill's replica, autocommit in a read-only block).
+    """The rows (tuples) of a prebuilt `statement` with bind `params`, routed as any session read
+    (the fill's replica, autocommit in a read-only block); in a read-only block on a connection
+    of its own, not the session's (app/replicas.py: sessionless_read).
     `statement` must be built once and kept (its SQL is compiled once per statement object), with
     no expanding IN parameters and no bind or result processing beyond the driver's own."""
-    conn: Connection = db.session.connection()
+    registry = db.session.registry
+    engine = sessionless_read(registry() if registry.has() else None, db.engine)
+    if engine is None:
+        return _rows(db.session.connection(), statement, params)
+    with engine.connect() as conn:  # a read-only block's own checkout (app/replicas.py)
+        return _rows(conn, statement, params)
+
+
+def _rows(conn: Connection, statement: Executable, params: dict[str, Any]) -> list[Any]:
     if conn.dialect.name != "postgresql":
         return list(conn.execute(statement, params))
     raw: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]

@@ -329,6 +329,18 @@ def post_worker_init(worker: Any) -> None:
     retire_old_worker(worker)
 
 
+def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
+    """Worker, after each request: yield to the hub before reading the connection's next one.
+    A keep-alive client that sends its next request as soon as it has the answer (a poller, a
+    proxy's pooled connection, wrk) finds its greenlet reading that request without ever
+    waiting: gevent's recv returns at once when the bytes are there, so that connection was
+    served again and again while the others' requests waited in their sockets. One worker,
+    32 keep-alive clients, cached pages: p50 4-10 ms but p75 84-112 ms and p99 0.58-1.07 s."""
+    from gevent import sleep
+
+    sleep(0)
+
+
 def freeze_loaded_heap() -> None:
     """Worker, app loaded: move what the boot allocated (modules, the app, SQLAlchemy's metadata
     and statements: ~126k objects) to the collector's permanent generation, after one last

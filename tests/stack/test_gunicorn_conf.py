@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import runpy
 import signal
 import subprocess
@@ -161,6 +162,56 @@ def test_the_loaded_heap_is_frozen_out_of_full_collections(stack: StackInfo, tmp
         state = json.loads(response.body)
     assert state["frozen"] > 50_000, state
     assert state["tracked"] < state["frozen"] / 4, state
+
+
+def keep_alive_counts(port: int, path: str, clients: int, seconds: float) -> list[int]:
+    """Requests each of `clients` keep-alive connections got answered in `seconds`, each
+    sending its next request the moment it has the whole answer (as wrk does, or a proxy's
+    pooled connection): an asyncio client on one thread, so no client-side lock decides who
+    goes next."""
+    import asyncio
+
+    request_bytes = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+
+    class Client(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.buffer, self.count = b"", 0
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+            self.transport.write(request_bytes)
+
+        def data_received(self, data: bytes) -> None:
+            self.buffer += data
+            while b"\r\n\r\n" in self.buffer:
+                head, _, rest = self.buffer.partition(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+                if len(rest) < length:
+                    return
+                assert head.startswith(b"HTTP/1.1 200"), head[:100]
+                self.buffer, self.count = rest[length:], self.count + 1
+                self.transport.write(request_bytes)
+
+    async def run() -> list[int]:
+        loop = asyncio.get_running_loop()
+        made = [await loop.create_connection(Client, "127.0.0.1", port) for _ in range(clients)]
+        await asyncio.sleep(seconds)
+        for transport, _ in made:
+            transport.close()
+        return [protocol.count for _, protocol in made]
+
+    return asyncio.run(run())
+
+
+def test_keep_alive_connections_are_served_in_turn(stack: StackInfo, tmp_path: Path) -> None:
+    """A client that sends its next request as soon as it has the answer does not keep the
+    worker to itself: every connection gets its share (gunicorn.conf.py: post_request)."""
+    with serve(stack, ["-c", CONF, SLOW_APP], tmp_path / "gunicorn.log") as (port, _):
+        request(port, "/api/v1/feed?limit=5")  # cached: the cheapest answer, a near hit
+        counts = keep_alive_counts(port, "/api/v1/feed?limit=5", 16, 4.0)
+    counts.sort()
+    assert counts[-1] > 50, counts  # the measurement ran
+    assert counts[0] >= counts[-1] / 5, f"requests per connection {counts}: some connections starved"
 
 
 def test_preload_is_refused(stack: StackInfo) -> None:

@@ -2,8 +2,9 @@
 
 - the miss URL lists never repeat a URL, and the wrk script never requests one twice, across
   its threads and when it runs out;
-- the FastAPI peer answers the same page content as Readwire for the same feed walk (same
-  items, same fields, same order), so the side-by-side compares like with like.
+- the FastAPI peer, and the Flask floor (the peer's work under gunicorn.conf.py), answer the
+  same page content as Readwire for the same feed walk (same items, same fields, same order),
+  so the side-by-side compares like with like.
 """
 
 from __future__ import annotations
@@ -101,9 +102,10 @@ def _get(url: str) -> dict[str, object]:
         return body
 
 
-@pytest.fixture
-def peer(app: Flask, redis_server: Redis) -> Iterator[str]:
-    """The FastAPI peer (uvicorn, as `make compare` runs it) on the test database."""
+@pytest.fixture(params=["fastapi", "floor"])
+def peer(request: pytest.FixtureRequest, app: Flask, redis_server: Redis) -> Iterator[str]:
+    """The FastAPI peer (uvicorn, as `make compare` runs it) on the test database; and the Flask
+    floor (bench/compare/floor.py, gunicorn with gunicorn.conf.py), which must answer the same."""
     url = app.config["SQLALCHEMY_DATABASE_URI"].replace("postgresql+psycopg://", "postgresql://")
     port = free_port()
     env = {
@@ -114,8 +116,12 @@ def peer(app: Flask, redis_server: Redis) -> Iterator[str]:
         "PUBLIC_SITE_URL": app.config["PUBLIC_SITE_URL"],
         "PUBLIC_BASE_URL": "http://localhost",  # the test client's root: the same absolute urls
     }
-    argv = [str(Path(sys.executable).parent / "uvicorn"), "bench.compare.peer:app", "--host", HOST]
-    argv += ["--port", str(port), "--loop", "uvloop", "--http", "httptools", "--log-level", "warning"]
+    if request.param == "floor":
+        env.update(GUNICORN_BIND=f"{HOST}:{port}", WEB_CONCURRENCY="1")
+        argv = [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "bench.compare.floor:app"]
+    else:
+        argv = [str(Path(sys.executable).parent / "uvicorn"), "bench.compare.peer:app", "--host", HOST]
+        argv += ["--port", str(port), "--loop", "uvloop", "--http", "httptools", "--log-level", "warning"]
     proc = subprocess.Popen(argv, cwd=REPO, env=env, start_new_session=True)
     try:
 

@@ -11,7 +11,12 @@ rows, the same indexes). Three HTTP servers, all up for the whole run:
 - the FastAPI peer (bench/compare/peer.py): uvicorn + uvloop + httptools, one worker, asyncpg,
   orjson, Redis bytes cache;
 - the bare view (devstack/bare_app.py): a Flask view returning Readwire's captured hit page
-  under the same gunicorn.conf.py, so `Readwire / bare` is what the app adds to gunicorn+Flask.
+  under the same gunicorn.conf.py, so `Readwire / bare` is what the app adds to gunicorn+Flask;
+- the Flask floor (bench/compare/floor.py), misses only: the peer's exact work (Redis GET, two
+  prepared queries on a kept connection, orjson, Redis SET) in Flask under the same
+  gunicorn.conf.py with psycopg 3 and redis-py, on the peer's data and URLs: `floor / FastAPI`
+  is the most a Flask + gunicorn gevent app doing the peer's work gets, the ceiling of
+  `Readwire / FastAPI` on this stack.
 
 Every server, PostgreSQL and Redis are pinned to core 0, wrk (one thread, -c CONNECTIONS) to
 core 1. Each round measures every target once (the order alternates between rounds, so a noisy
@@ -32,8 +37,9 @@ its median. Targets:
 CPU per request comes from /proc: the app server's process group, PostgreSQL (postmaster,
 backends, reaped children) and Redis. Output: a Markdown table on stdout and in OUT.md, every
 run in OUT.json. Ports (fixed, overridable): POSTGRES_PORT 55432, REDIS_PORT 56379, APP_PORT
-58000, PEER_PORT 58100, BARE_PORT 58101, NGINX_PORT 58200. Wall-clock figures on a shared machine are noisy: the
-load average and the other processes' share of the cores are reported with the figures.
+58000, PEER_PORT 58100, BARE_PORT 58101, NGINX_PORT 58200, FLOOR_PORT (PEER_PORT + 10). Wall-clock
+figures on a shared machine are noisy: the load average and the other processes' share of the cores
+are reported with the figures.
 """
 
 from __future__ import annotations
@@ -380,6 +386,11 @@ RATIOS = [
     ("edge: Nginx microcache HIT / Nginx static file", ("edge-hit", "nginx"), ("edge-static", "nginx"), 0.85),
     ("deep / first page, Readwire (throughput)", ("miss-deep", "readwire"), ("miss-first", "readwire"), 1 / 1.2),
     ("deep / first page, FastAPI (throughput)", ("miss-deep", "fastapi"), ("miss-first", "fastapi"), 1 / 1.2),
+    # The ceiling of Readwire / FastAPI on Flask + gunicorn gevent: the peer's own work on that stack.
+    ("miss, first pages: Flask floor / FastAPI", ("miss-first", "floor"), ("miss-first", "fastapi"), 0.0),
+    ("miss, deep pages: Flask floor / FastAPI", ("miss-deep", "floor"), ("miss-deep", "fastapi"), 0.0),
+    ("miss, first pages: Readwire / Flask floor", ("miss-first", "readwire"), ("miss-first", "floor"), 0.0),
+    ("miss, deep pages: Readwire / Flask floor", ("miss-deep", "readwire"), ("miss-deep", "floor"), 0.0),
 ]
 
 
@@ -410,7 +421,7 @@ def summarize(runs: list[Run], args: argparse.Namespace, meta: dict[str, Any]) -
     ]
     cells: dict[str, dict[str, Any]] = {}
     for target in ("miss-first", "miss-deep", "hit", "304", "edge-hit", "edge-static"):
-        for server in ("readwire", *meta["trees"], "fastapi", "bare", "nginx"):
+        for server in ("readwire", *meta["trees"], "fastapi", "floor", "bare", "nginx"):
             mine = cell(target, server)
             if not mine:
                 continue
@@ -501,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         "redis": env_port("REDIS_PORT", 56379),
         "readwire": env_port("APP_PORT", 58000),
         "fastapi": env_port("PEER_PORT", 58100),
+        "floor": env_port("FLOOR_PORT", env_port("PEER_PORT", 58100) + 10),
         "bare": env_port("BARE_PORT", 58101),
         "nginx": env_port("NGINX_PORT", 58200),
     }
@@ -548,6 +560,14 @@ def main(argv: list[str] | None = None) -> int:
         uvicorn += ["--loop", "uvloop", "--http", "httptools", "--workers", "1", "--no-access-log"]
         uvicorn += ["--log-level", "warning"]
         peer = stack.enter_context(pinned_server("fastapi", uvicorn, peer_env, ports["fastapi"], logs))
+        floor_env = {
+            **peer_env,
+            "PEER_REDIS_URL": f"redis://{HOST}:{ports['redis']}/15",  # its own cache: the peer's URLs miss
+            "GUNICORN_BIND": f"{HOST}:{ports['floor']}",
+            "GUNICORN_PROC_NAME": "readwire-compare-floor",
+        }
+        floor_argv = [*gunicorn, "bench.compare.floor:app"]
+        floor = stack.enter_context(pinned_server("floor", floor_argv, floor_env, ports["floor"], logs))
 
         # The hit page, captured from Readwire: the bare view serves these bytes and headers.
         status, headers, body = fetch(readwire.port, HIT_PATH)
@@ -557,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
         peer_body = fetch(peer.port, HIT_PATH)[2]
         if json.loads(peer_body)["data"] != json.loads(body)["data"]:
             raise SystemExit("the FastAPI peer's page differs from Readwire's: not the same data")
+        if json.loads(fetch(floor.port, HIT_PATH)[2])["data"] != json.loads(body)["data"]:
+            raise SystemExit("the Flask floor's page differs from Readwire's: not the same data")
         captured = args.dir / "hit-response.json"
         captured.write_text(
             json.dumps({"status": status, "headers": list(headers.items()), "body": body.decode("latin-1")})
@@ -609,10 +631,19 @@ def main(argv: list[str] | None = None) -> int:
         urls = {
             ("miss-first", "readwire"): UrlFeed(feeds_dir / "first-readwire.txt", first),
             ("miss-first", "fastapi"): UrlFeed(feeds_dir / "first-fastapi.txt", first),
+            ("miss-first", "floor"): UrlFeed(feeds_dir / "first-floor.txt", first),
         }
+        # The floor answers what the peer does (scopes' pages; WALK_LIMIT: not a measured URL).
+        checked = [p for p in paths if "/tags/" in p][:3] + [p for p in paths if "/categories/" in p][:3]
+        for path in (with_query(p, WALK_LIMIT, None) for p in checked):
+            if json.loads(fetch(floor.port, path)[2])["data"] != json.loads(fetch(peer.port, path)[2])["data"]:
+                raise SystemExit(f"the Flask floor's {path} differs from the peer's")
         for server in (readwire, peer):
             found = deep_urls(f"http://{HOST}:{server.port}", deep_paths, limits, args.deep, args.walk_pages, seed=2)
             urls[("miss-deep", server.name)] = UrlFeed(feeds_dir / f"deep-{server.name}.txt", found)
+        # The floor speaks the peer's cursors: the peer's deep URLs, its own slices.
+        deep_peer = (feeds_dir / "deep-fastapi.txt").read_text().split()
+        urls[("miss-deep", "floor")] = UrlFeed(feeds_dir / "deep-floor.txt", deep_peer)
         for server in trees:  # same secret and cursor format: Readwire's cursors, its own slices
             urls[("miss-first", server.name)] = UrlFeed(feeds_dir / f"first-{server.name}.txt", first)
             deep_list = (feeds_dir / "deep-readwire.txt").read_text().split()
@@ -632,6 +663,8 @@ def main(argv: list[str] | None = None) -> int:
             Target("miss-first", peer, urls=urls[("miss-first", "fastapi")]),
             Target("miss-deep", readwire, urls=urls[("miss-deep", "readwire")]),
             Target("miss-deep", peer, urls=urls[("miss-deep", "fastapi")]),
+            Target("miss-first", floor, urls=urls[("miss-first", "floor")]),
+            Target("miss-deep", floor, urls=urls[("miss-deep", "floor")]),
             Target("edge-hit", edge),
             Target("edge-static", edge, path=STATIC_PATH),
         ]

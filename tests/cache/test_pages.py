@@ -128,6 +128,23 @@ def test_a_miss_costs_two_round_trips_and_a_redis_hit_one(
     assert trips.count == 1
 
 
+def test_a_server_that_lost_the_lookup_script_gets_it_again_within_the_same_lookup(
+    make_app: Callable[..., Flask], redis_client: redis.Redis
+) -> None:
+    """A Redis restart or SCRIPT FLUSH empties the server's script cache: the lookup's EVALSHA
+    answers NOSCRIPT and the same lookup runs the source (EVAL), so the page is cached as ever
+    and the breaker never hears of it."""
+    app = make_app()
+    client = app.test_client()
+    assert client.get("/api/v1/feed?limit=3").headers["X-App-Cache"] == "miss"  # the script is loaded
+    redis_client.script_flush()
+    assert not redis_client.script_exists(page_cache.pages(app).store._lookup.sha)[0]  # type: ignore[attr-defined]
+    assert client.get("/api/v1/feed?limit=5").headers["X-App-Cache"] == "miss"
+    assert page_cache.pages(app).store.breaker.failures == 0  # type: ignore[attr-defined]
+    assert redis_client.script_exists(page_cache.pages(app).store._lookup.sha)[0]  # type: ignore[attr-defined]
+    assert client.get("/api/v1/feed?limit=5").headers["X-App-Cache"] in {"hit", "near_hit"}
+
+
 def test_with_redis_away_identical_misses_collapse_in_the_process_and_never_wait(
     make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -85,11 +85,15 @@ def _nginx_errors(stack: StackInfo, offset: int) -> list[str]:
 def test_sigkill_of_a_worker_mid_load_loses_no_get(stack: StackInfo, post_ids: list[int]) -> None:
     master = stack.pid("app")
     assert wait_for(lambda: len(children(master)) == WORKERS, 30)
-    # The busiest worker (most keep-alive connections from Nginx): requests keep coming to it.
-    victim = max(children(master), key=lambda pid: len(_connections(pid, stack.port("app"))))
     log_offset = _error_log_size(stack)
     with Load(stack.port("nginx"), _paths(post_ids), threads=12, max_seconds=LOAD_SECONDS) as load:
         assert load.wait_for_answers(BEFORE, PATIENCE), load.result
+        # The busiest worker under this load (most keep-alive connections from Nginx now: requests
+        # keep coming to it). Chosen before the load, it could be one whose idle connections the
+        # keep-alive timeout had closed, which a stopped worker never accepts again (the other
+        # worker accepts every new one), and nothing would ever queue at it.
+        victim = max(children(master), key=lambda pid: len(_connections(pid, stack.port("app"))))
+        assert _connections(victim, stack.port("app")), "no worker holds a connection from Nginx"
         # Its live gauges (pool states, sampled from the request path) are on disk.
         live = f"gauge_live*_{victim}.db"
         assert wait_for(lambda: any((stack.root / "prometheus").glob(live)), PATIENCE), "victim wrote no live gauge"

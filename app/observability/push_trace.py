@@ -2,19 +2,23 @@
 
 With PUSH_TRACE set to a directory, each process appends JSON lines to `<dir>/push-<pid>.jsonl`
 (wall-clock times, `time.time()`, the clock of `written_at` and of the clients' kernel receive
-timestamps):
+timestamps; the streamers scenario's clients write theirs to `<dir>/client-<pid>.jsonl`, and
+`python -m loadtests.push_trace_report <dir>` joins them):
 
-- `write` (the writing worker): the write's event ids and the time of each stage, from `written`
-  (the `written_at` of its events) through the COMMIT, the cache invalidation after it (outbox
-  statement, the generations' bump in Redis, its commit) to the doorbell (PUBLISH sent and
-  returned, this process's hub rung);
+- `write` (the writing worker): the write's event ids and the time of each stage: `written` (the
+  `written_at` of its events), `locked` (the events' advisory lock), `inserted`, `commit_sent`,
+  `committed`, `wal_position` and `bumped` (the cache invalidation after the COMMIT),
+  `publish_sent`, `published` (the PUBLISH returned), `rung` (this process's hub rung); `cpu_<stage>`,
+  the process's CPU time then (a stage's CPU against its wall time: the worker ran, or it waited for
+  a server or a core); `ran`, the milliseconds each kind of greenlet ran over the whole path;
 - `msg` (every worker): a doorbell as the Redis subscription received it;
 - `deliver` (every worker): one pass of the hub's fan-out, its first and last stream written;
 - `lag` (every worker, PUSH_TRACE_LAG_MS > 0, 10 by default): the gevent loop came back to a 5 ms
-  ticker later than that: something held the worker's only thread.
+  ticker later than that: something held the worker's only thread (`cpu`: what the process ran
+  meanwhile; `ran`: which greenlets).
 
 Unset, every hook is one test of a module global. Lines are written as they happen (one `write`
-each, line-buffered): the trace must survive a worker killed at the end of a run.
+each, unbuffered): the trace must survive a worker killed at the end of a run.
 """
 
 from __future__ import annotations

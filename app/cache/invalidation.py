@@ -15,13 +15,9 @@ A post write costs two statements here however often it flushes (it was 5 per fl
 bump: 12 for POST /posts, whose post and tag rows flush separately).
 
 On PostgreSQL each bump also carries the write's commit LSN (for replica reads, app/replicas.py):
-`pg_current_wal_insert_lsn()` read after the write's COMMIT, at or past the end of its commit
-record. The after-commit hooks (app/push's doorbell) run once the store has the bump, and the
-outbox rows are deleted after them, only if the store took it. Both statements run in autocommit,
-one round trip each: the doorbell follows the COMMIT after three round trips (the position, the
-bump and its barrier), not five (BEGIN, the delete that read the position, the bump and its
-barrier, COMMIT), each a wait during which the worker's other greenlets ran first (issue 13: the
-late writes of the streamers scenario).
+the statement that deletes the outbox rows, after the write's COMMIT, also reads
+`pg_current_wal_insert_lsn()`, at or past the end of the commit record; the delete commits only
+once the store has taken the bump. No extra statement or round trip per write.
 """
 
 from __future__ import annotations
@@ -46,7 +42,6 @@ from app.exceptions import OutcomeUnknown
 from app.models import Author, CacheOutbox, Category, Comment, Post, PostTag, Tag
 from app.models.types import utcnow
 from app.observability import push_trace as trace
-from app.replicas import autocommit
 
 if TYPE_CHECKING:
     from app.cache.store import Store
@@ -206,8 +201,12 @@ def _after_rollback(session: Session) -> None:
     session.info.pop(_DB_COMMITTING, None)
 
 
-# The WAL insert position, read after the write's COMMIT: at or past its commit record.
-_WAL_POSITION = text("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint")
+# The outbox rows of one write deleted, and the WAL insert position read, in one statement: run
+# after the write's COMMIT, the position is at or past its commit record.
+_DELETE_AND_LSN = text(
+    "WITH gone AS (DELETE FROM cache_outbox WHERE id = ANY(:ids))"
+    " SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint"
+).bindparams(bindparam("ids"))
 _INSERT_LSN: Any = literal_column("pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint")
 
 
@@ -224,62 +223,51 @@ class Invalidator:
         self.retry_for = retry_for
         self.retry_every = retry_every
         self.with_lsn = engine.dialect.name == "postgresql"
-        # The statements after a COMMIT need no transaction of their own (each is one round trip).
-        self.autocommit = autocommit(engine)
 
     def _bump(self, keys: list[str], names: list[str], lsn: int, force: bool) -> bool:
         assert self.store is not None, "the page cache binds its store at init_app"
         return self.store.incr(keys, [lsn_key(n) for n in names] if lsn else (), lsn, force=force)
 
-    def apply(self, names: Iterable[str]) -> bool:
-        """After a write's COMMIT: bump its generations in the store (with the commit's WAL
-        position); whether the store took them (if not, the outbox rows stay for the drain loops,
-        and nothing may call `forget`). If the database fails us now (hung past the deadline,
-        gone), the write is committed but its invalidation is not done: the rows stay, and the write
-        is not acknowledged (OutcomeUnknown: the client must not be told to repeat it as if nothing
-        happened)."""
+    def apply(self, names: Iterable[str], outbox_ids: list[int]) -> None:
+        """After a write's COMMIT: bump its generations and delete its outbox rows. If the database
+        fails us now (hung past the deadline, gone), the write is committed but its invalidation
+        is not done: the rows stay for the drain loops, and the write is not acknowledged
+        (OutcomeUnknown: the client must not be told to repeat it as if nothing happened)."""
         try:
             with at_least(AFTER_COMMIT_S):  # the COMMIT succeeded: finishing it may take a little more
-                return self._apply(names)
+                self._apply(names, outbox_ids)
         except (DBAPIError, PoolTimeout) as exc:
             log.warning("write committed, invalidation left in the outbox: %s", type(exc).__name__)
             raise OutcomeUnknown() from None
 
-    def _apply(self, names: Iterable[str]) -> bool:
+    def _apply(self, names: Iterable[str], outbox_ids: list[int]) -> None:
         ordered = sorted(names)
         keys = [generation_key(n) for n in ordered]
-        lsn = 0
-        if self.with_lsn:  # one round trip in autocommit: no BEGIN, no COMMIT
-            with self.autocommit.connect() as conn:
-                lsn = int(conn.execute(_WAL_POSITION).scalar_one())
-        trace.mark("wal_position")
         give_up = time.monotonic() + self.retry_for
         attempt = 0
         while True:
-            if self._bump(keys, ordered, lsn, force=attempt > 0):
-                trace.mark("bumped")
-                return True
+            with self.engine.connect() as conn:
+                if self.with_lsn:
+                    lsn = int(conn.execute(_DELETE_AND_LSN, {"ids": outbox_ids}).scalar_one())
+                else:
+                    conn.execute(delete(CacheOutbox).where(CacheOutbox.id.in_(outbox_ids)))
+                    lsn = 0
+                trace.mark("outbox_sql")
+                if self._bump(keys, ordered, lsn, force=attempt > 0):
+                    trace.mark("bumped")
+                    conn.commit()
+                    trace.mark("outbox_committed")
+                    return
+                conn.rollback()  # the rows stay: the invalidation is not done
             attempt += 1
             if time.monotonic() >= give_up:
                 break
             time.sleep(self.retry_every)  # a failover in progress: the next attempt asks Sentinel anew
         self.pending = True
-        log.warning("cache unreachable: invalidations kept in the outbox")
+        log.warning("cache unreachable: %d invalidations kept in the outbox", len(outbox_ids))
         # Other processes may hold near counters (app/cache/near.py) that no push will
         # correct now: acknowledge the write only once none of them can still trust one.
         time.sleep(getattr(self.store, "near_trust", 0.0))
-        return False
-
-    def forget(self, outbox_ids: list[int]) -> None:
-        """The store took a write's bump: delete its outbox rows (one statement in autocommit). Should
-        the database fail now, the rows stay and a drain loop bumps their namespaces once more (a
-        page rendered again, nothing stale): the write is acknowledged all the same."""
-        try:
-            with at_least(AFTER_COMMIT_S), self.autocommit.connect() as conn:
-                conn.execute(delete(CacheOutbox).where(CacheOutbox.id.in_(outbox_ids)))
-        except (DBAPIError, PoolTimeout) as exc:
-            log.warning("outbox rows of a write kept for the drain: %s", type(exc).__name__)
-            self.pending = True
 
     def mark_pending(self) -> None:
         """The store came back: drain the outbox before the next cached read."""
@@ -357,15 +345,11 @@ class Invalidation:
         Invalidation._committed.append(hook)
 
     def _after_commit(self, session: Session) -> None:
-        """Bump, then the hooks (app/push rings its doorbell: the events may be sent as soon as the
-        pages are invalidated), then delete the outbox rows: the doorbell waits for no more round
-        trips than it must (the WAL position and the bump)."""
         trace.mark("committed")
         session.info.pop(_DB_COMMITTING, None)
         names = session.info.pop(_NAMESPACES, None)
         outbox_ids = session.info.pop(_OUTBOX_IDS, [])
-        bumped = bool(names) and self.invalidator().apply(names)
+        if names:
+            self.invalidator().apply(names, outbox_ids)
         for hook in Invalidation._committed:
             hook(session)
-        if bumped:
-            self.invalidator().forget(outbox_ids)

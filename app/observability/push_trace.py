@@ -7,8 +7,9 @@ timestamps; the streamers scenario's clients write theirs to `<dir>/client-<pid>
 
 - `write` (the writing worker): the write's event ids and the time of each stage: `written` (the
   `written_at` of its events), `locked` (the events' advisory lock), `inserted`, `commit_sent`,
-  `committed`, `wal_position` and `bumped` (the cache invalidation after the COMMIT),
-  `publish_sent`, `published` (the PUBLISH returned), `rung` (this process's hub rung); `cpu_<stage>`,
+  `committed`, `outbox_sql` (the outbox DELETE that reads the WAL position), `bumped` (the
+  generations in Redis), `outbox_committed`, `publish_sent`, `published` (the PUBLISH returned),
+  `rung` (this process's hub rung); `cpu_<stage>`,
   the process's CPU time then (a stage's CPU against its wall time: the worker ran, or it waited for
   a server or a core); `ran`, the milliseconds each kind of greenlet ran over the whole path;
 - `msg` (every worker): a doorbell as the Redis subscription received it;

@@ -40,6 +40,10 @@ from loadtests.users import API, Shared, option
 # (kind, post_id, acked monotonic), StreamerUser list, every Delivery (push_delivery.before_split_counters)
 STREAM_STATE: dict[str, Any] = {"expected": [], "streams": [], "deliveries": []}
 _LOCK = threading.Lock()
+# PUSH_TRACE (a directory, app/observability/push_trace.py): every delivery is also written to
+# <dir>/client-<pid>.jsonl at the end (stream, event, written_at, delay from it, live or replay), to be
+# joined with the stack's per-write trace.
+TRACE_DIR = os.environ.get("PUSH_TRACE", "")
 
 
 @events.init_command_line_parser.add_listener
@@ -125,7 +129,7 @@ class StreamerUser(User):
 
     def on_start(self) -> None:
         StreamerUser.serial += 1
-        number = StreamerUser.serial
+        number = self.serial_number = StreamerUser.serial
         # 127.0.0.2 .. 127.0.0.254, two streams per address (500 streams), under the per-address cap (8) as for
         # real clients. Room to spare: a client's dropped stream holds its slot until a write to it fails (the
         # next event or heartbeat but one), so a stream that reconnects briefly counts twice; with four streams
@@ -188,6 +192,10 @@ class StreamerUser(User):
         if self.received[key] > 1:
             self._fire("sse: duplicate event", 0, RuntimeError(f"{key} received twice"))
         STREAM_STATE["deliveries"].append(delivery)
+        if TRACE_DIR:
+            STREAM_STATE.setdefault("trace", []).append(
+                (self.serial_number, *key, event["written_at"], delivery.name, delivery.since_written_ms)
+            )
         if delivery.cut:
             Shared.pacing.count("sse_replays_cut")
         self._fire(delivery.name, delivery.ms)
@@ -294,3 +302,8 @@ def _losses(environment: Environment, **_: Any) -> None:
     Shared.pacing.count("sse_lost_events", lost)
     for name, value in before_split_counters(STREAM_STATE["deliveries"]).items():
         Shared.pacing.count(name, value)
+    if TRACE_DIR:
+        fields = ("stream", "kind", "post", "written_at", "name", "since_written_ms")
+        with open(os.path.join(TRACE_DIR, f"client-{os.getpid()}.jsonl"), "w") as out:
+            for row in STREAM_STATE.get("trace", []):
+                out.write(json.dumps(dict(zip(fields, row, strict=True))) + "\n")

@@ -41,6 +41,7 @@ from app.deadline import at_least
 from app.exceptions import OutcomeUnknown
 from app.models import Author, CacheOutbox, Category, Comment, Post, PostTag, Tag
 from app.models.types import utcnow
+from app.observability import push_trace as trace
 
 if TYPE_CHECKING:
     from app.cache.store import Store
@@ -251,8 +252,11 @@ class Invalidator:
                 else:
                     conn.execute(delete(CacheOutbox).where(CacheOutbox.id.in_(outbox_ids)))
                     lsn = 0
+                trace.mark("outbox_sql")
                 if self._bump(keys, ordered, lsn, force=attempt > 0):
+                    trace.mark("bumped")
                     conn.commit()
+                    trace.mark("outbox_committed")
                     return
                 conn.rollback()  # the rows stay: the invalidation is not done
             attempt += 1
@@ -341,6 +345,7 @@ class Invalidation:
         Invalidation._committed.append(hook)
 
     def _after_commit(self, session: Session) -> None:
+        trace.mark("committed")
         session.info.pop(_DB_COMMITTING, None)
         names = session.info.pop(_NAMESPACES, None)
         outbox_ids = session.info.pop(_OUTBOX_IDS, [])

@@ -17,6 +17,7 @@ from flask import Flask, Response, current_app, request
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from app.observability import push_trace as trace
 from app.push import events
 from app.push.hub import Hub, InvalidPosition, PositionCodec, Publisher
 from app.push.streams import StreamSlots, direct_socket, event_stream
@@ -94,11 +95,13 @@ class Push:
         scopes = events.before_commit(session, state.site_url, state.api_root)
         if scopes and state.websub.enabled and state.websub.add(session.connection(), scopes):
             session.info[_WEBSUB] = True
+        trace.mark("commit_sent")  # the last before_commit listener: the COMMIT goes next
 
     def _after_commit(self, session: Session) -> None:
         done = events.committed(session)
         if done is not None:
             self.state().publisher.publish(*done)
+            trace.end([row[0] for row in done[1]])
         if session.info.pop(_WEBSUB, False):
             self.state().websub.poke()  # the drain loop announces; the write does not wait for the hub
 

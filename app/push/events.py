@@ -26,6 +26,7 @@ from sqlalchemy import bindparam, insert, inspect, select, text
 from sqlalchemy.orm import Session
 
 from app.models import Author, Category, Post, PostEvent, PostTag, Tag
+from app.observability import push_trace as trace
 from app.urls import POSTS_PATH
 
 _TOUCHED = "push.touched"  # session.info keys
@@ -93,7 +94,9 @@ def before_commit(session: Session, site_url: str, api_root: str) -> set[str] | 
         return None
     if conn.dialect.name == "postgresql":  # SQLite runs one writer at a time anyway
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENTS_LOCK})
+        trace.mark("locked")
     ids = dict(conn.execute(insert(PostEvent).values(rows).returning(PostEvent.post_id, PostEvent.id)).all())
+    trace.mark("inserted")
     session.info[_WRITTEN] = max(max(ids.values()), session.info.get(_WRITTEN, 0))
     batch = session.info.setdefault(_BATCH, [])
     batch += sorted((ids[row["post_id"]], row["kind"], row["scopes"], row["data"]) for row in rows)
@@ -112,6 +115,7 @@ def after_rollback(session: Session) -> None:
     session.info.pop(_TOUCHED, None)
     session.info.pop(_WRITTEN, None)
     session.info.pop(_BATCH, None)
+    trace.drop()
 
 
 # The slugs of scopes a post left, per kind: built once, the ids an expanding parameter.
@@ -176,7 +180,9 @@ def _events(conn: Any, touched: dict[int, Touch], site_url: str, api_root: str) 
     authors |= _slugs(conn, "author", {a for p in plans for a in p[2].authors} - set(authors))
     tag_slugs |= _slugs(conn, "tag", {t for p in plans for t in p[2].tags} - set(tag_slugs))
     # When the event was written, just before the commit (commit-to-event delays are measured from it).
-    written_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    now = datetime.now(UTC)
+    written_at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    trace.begin(now.timestamp())
     rows: list[dict[str, Any]] = []
     for kind, post_id, touch, row in plans:
         own_tags = set(tags.get(post_id, {}))

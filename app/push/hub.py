@@ -44,6 +44,7 @@ from sqlalchemy.engine import Engine
 from app.cache.discovery import RedisTarget
 from app.cache.store import CircuitBreaker
 from app.models import PostEvent
+from app.observability import push_trace as trace
 from app.replicas import autocommit
 from app.urls import JSON_ROOT_URL
 
@@ -171,6 +172,7 @@ class Hub:
         self._taps: set[Tap] = set()  # parked streams (guarded by `cond`)
         self._inbox: list[list[Any]] = []  # events rings carried, not yet appended
         self._must_fetch = False  # a ring without events (or one whose events did not follow on)
+        self._woke = 0.0  # when the fetcher last woke (PUSH_TRACE only)
 
     # --- lifecycle ----------------------------------------------------------------------------
     def ensure_started(self) -> None:
@@ -182,6 +184,7 @@ class Hub:
                 return
             self.base = self.last = self.head()
             self._spawn(self._fetch_loop, "push-fetch")
+            trace.start_monitors()
             if self.redis_url:
                 self._spawn(self._redis_loop, "push-redis")
             if self.engine.dialect.name == "postgresql":
@@ -238,6 +241,8 @@ class Hub:
         while not self.stopped.is_set():
             rung = self.wake.wait(self.poll_interval)
             self.wake.clear()
+            if trace.ON:
+                self._woke = time.time()
             if self.stopped.is_set():
                 return
             inbox, self._inbox = self._inbox, []
@@ -326,6 +331,7 @@ class Hub:
                         message = pubsub.get_message(timeout=1.0)
                         if message is not None:
                             batch = _carried(message)
+                            trace.record("msg", last=int(batch[-1][0]) if batch else None)
                             if batch:
                                 self.ring(batch)
                             else:
@@ -360,6 +366,7 @@ class Hub:
             return
         now = time.monotonic()
         messages: dict[tuple[int, str, bytes, bool], bytes] = {}
+        started, first, written = (time.time(), 0.0, 0) if trace.ON else (0.0, 0.0, 0)
         for tap in list(self._taps):
             if tap.cursor < self.base:
                 self._release(tap)
@@ -386,9 +393,14 @@ class Hub:
                 continue
             tap.told = tap.cursor
             tap.next_beat = now + tap.heartbeat
+            if trace.ON:
+                written += 1
+                first = first or time.time()
             if sent < len(message):
                 tap.remainder = message[sent:]
                 self._release(tap)
+        if trace.ON:
+            trace.record("deliver", last=self.last, woke=self._woke, began=started, first=first, written=written)
 
     def _release(self, tap: Tap) -> None:
         self._taps.discard(tap)
@@ -479,12 +491,15 @@ class Publisher:
                 self.hub.ring(carried)
             else:
                 self.hub.poke()
+            trace.mark("rung")
 
     def _ring_others(self, position: int, carried: list[Any] | None) -> str:
         if self.client is not None and self.breaker.allow():
             try:
                 message = orjson.dumps({"p": position, "e": carried}) if carried else str(position)
+                trace.mark("publish_sent")
                 self.client.publish(CHANNEL, message)
+                trace.mark("published")
                 self.breaker.success()
                 return "redis"
             except (redis.RedisError, OSError) as exc:

@@ -134,6 +134,9 @@ def test_docker_compose_config_is_valid_and_matches_the_template() -> None:
     assert services["app"]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["nginx"]["depends_on"]["app"]["condition"] == "service_healthy"
     assert services["app"]["command"][:3] == ["gunicorn", "-c", "gunicorn.conf.py"]
+    # An acknowledged write is on disk: PostgreSQL's durability defaults are kept.
+    postgres_command = " ".join(map(str, services["postgres"]["command"]))
+    assert "synchronous_commit" not in postgres_command and "fsync" not in postgres_command
     assert "db upgrade" in " ".join(services["migrate"]["command"])
     assert "--if-empty" in " ".join(services["migrate"]["command"])
     # The containers get stack.env (one source of configuration)...

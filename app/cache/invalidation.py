@@ -15,9 +15,13 @@ A post write costs two statements here however often it flushes (it was 5 per fl
 bump: 12 for POST /posts, whose post and tag rows flush separately).
 
 On PostgreSQL each bump also carries the write's commit LSN (for replica reads, app/replicas.py):
-the statement that deletes the outbox rows, after the write's COMMIT, also reads
-`pg_current_wal_insert_lsn()`, at or past the end of the commit record; the delete commits only
-once the store has taken the bump. No extra statement or round trip per write.
+`pg_current_wal_insert_lsn()` read after the write's COMMIT, at or past the end of its commit
+record. After the COMMIT a write waits for three round trips: that position (autocommit), the bump
+(the doorbell of app/push is PUBLISHed right after it, as the near counters' barrier:
+app/cache/store.py), and the outbox rows' DELETE (autocommit), only once the store has the bump and
+after the after-commit hooks. Each round trip is a wait during which a gevent worker runs its other
+greenlets first: the doorbell followed the COMMIT after six (BEGIN, the DELETE that read the
+position, the bump, PING, COMMIT, PUBLISH), and a late write was late at every stream (issue 13).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from app.models.types import utcnow
 from app.observability import push_trace as trace
 
 if TYPE_CHECKING:
-    from app.cache.store import Store
+    from app.cache.store import Announcement, Store
 
 log = logging.getLogger(__name__)
 # After a write's COMMIT, its invalidation (one statement and the INCRs) gets this long past the
@@ -201,12 +205,11 @@ def _after_rollback(session: Session) -> None:
     session.info.pop(_DB_COMMITTING, None)
 
 
-# The outbox rows of one write deleted, and the WAL insert position read, in one statement: run
-# after the write's COMMIT, the position is at or past its commit record.
-_DELETE_AND_LSN = text(
-    "WITH gone AS (DELETE FROM cache_outbox WHERE id = ANY(:ids))"
-    " SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint"
-).bindparams(bindparam("ids"))
+# The WAL insert position, read after the write's COMMIT: at or past its commit record.
+_WAL_POSITION = text("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint")
+# A write's outbox rows, once the store has their bump (built once: a Core delete() per write was
+# ~3% of a POST's instructions, bench/gate.py post_create).
+_FORGET = text("DELETE FROM cache_outbox WHERE id = ANY(:ids)").bindparams(bindparam("ids"))
 _INSERT_LSN: Any = literal_column("pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint")
 
 
@@ -224,50 +227,79 @@ class Invalidator:
         self.retry_every = retry_every
         self.with_lsn = engine.dialect.name == "postgresql"
 
-    def _bump(self, keys: list[str], names: list[str], lsn: int, force: bool) -> bool:
+    def _bump(self, keys: list[str], names: list[str], lsn: int, force: bool, announce: Announcement | None) -> bool:
         assert self.store is not None, "the page cache binds its store at init_app"
-        return self.store.incr(keys, [lsn_key(n) for n in names] if lsn else (), lsn, force=force)
+        lsn_keys = [lsn_key(n) for n in names] if lsn else ()
+        return self.store.incr(keys, lsn_keys, lsn, force=force, announce=announce)
 
-    def apply(self, names: Iterable[str], outbox_ids: list[int]) -> None:
-        """After a write's COMMIT: bump its generations and delete its outbox rows. If the database
-        fails us now (hung past the deadline, gone), the write is committed but its invalidation
-        is not done: the rows stay for the drain loops, and the write is not acknowledged
-        (OutcomeUnknown: the client must not be told to repeat it as if nothing happened)."""
+    def apply(
+        self,
+        names: Iterable[str],
+        outbox_ids: list[int],
+        announce: Announcement | None = None,
+        then: Callable[[], None] = lambda: None,
+    ) -> None:
+        """After a write's COMMIT: bump its generations (the store PUBLISHes `announce` with the
+        bump), call `then` (the after-commit hooks), and delete its outbox rows. If the database
+        fails us before the bump (hung past the deadline, gone), the write is committed but its
+        invalidation is not done: the rows stay for the drain loops, and the write is not
+        acknowledged (OutcomeUnknown: the client must not be told to repeat it as if nothing
+        happened). Once the bump is done, a failed DELETE only leaves the rows to the drain."""
         try:
             with at_least(AFTER_COMMIT_S):  # the COMMIT succeeded: finishing it may take a little more
-                self._apply(names, outbox_ids)
+                self._apply(names, outbox_ids, announce, then)
         except (DBAPIError, PoolTimeout) as exc:
             log.warning("write committed, invalidation left in the outbox: %s", type(exc).__name__)
             raise OutcomeUnknown() from None
 
-    def _apply(self, names: Iterable[str], outbox_ids: list[int]) -> None:
+    def _apply(
+        self, names: Iterable[str], outbox_ids: list[int], announce: Announcement | None, then: Callable[[], None]
+    ) -> None:
         ordered = sorted(names)
         keys = [generation_key(n) for n in ordered]
         give_up = time.monotonic() + self.retry_for
-        attempt = 0
-        while True:
-            with self.engine.connect() as conn:
-                if self.with_lsn:
-                    lsn = int(conn.execute(_DELETE_AND_LSN, {"ids": outbox_ids}).scalar_one())
-                else:
-                    conn.execute(delete(CacheOutbox).where(CacheOutbox.id.in_(outbox_ids)))
-                    lsn = 0
-                trace.mark("outbox_sql")
-                if self._bump(keys, ordered, lsn, force=attempt > 0):
-                    trace.mark("bumped")
-                    conn.commit()
-                    trace.mark("outbox_committed")
-                    return
-                conn.rollback()  # the rows stay: the invalidation is not done
-            attempt += 1
-            if time.monotonic() >= give_up:
-                break
-            time.sleep(self.retry_every)  # a failover in progress: the next attempt asks Sentinel anew
+        with self.engine.connect() as conn:
+            lsn = 0
+            if self.with_lsn:  # autocommit: one round trip, no BEGIN and no COMMIT around it
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                lsn = int(conn.execute(_WAL_POSITION).scalar_one())
+            trace.mark("outbox_sql")
+            if self._bump(keys, ordered, lsn, False, announce):
+                trace.mark("bumped")
+                # The hooks (app/push rings this process's hub, or the others' doorbell when the
+                # store did not) before the outbox rows are deleted: from the write's COMMIT to its
+                # doorbell, the WAL position and the bump only (issue 13).
+                then()
+                self._forget(conn, outbox_ids)
+                return
+        while time.monotonic() < give_up:  # a failover in progress: no connection held meanwhile
+            time.sleep(self.retry_every)  # the next attempt asks Sentinel anew
+            if self._bump(keys, ordered, lsn, True, announce):
+                then()
+                with self.engine.connect() as conn:
+                    self._forget(conn, outbox_ids)
+                return
         self.pending = True
         log.warning("cache unreachable: %d invalidations kept in the outbox", len(outbox_ids))
         # Other processes may hold near counters (app/cache/near.py) that no push will
         # correct now: acknowledge the write only once none of them can still trust one.
         time.sleep(getattr(self.store, "near_trust", 0.0))
+        then()
+
+    def _forget(self, conn: Any, outbox_ids: list[int]) -> None:
+        """Delete a write's outbox rows once the store has its bump. Should the database fail now,
+        the rows stay and a drain loop bumps their namespaces once more (pages rendered again,
+        nothing stale): the write is acknowledged all the same, its invalidation being done."""
+        try:
+            if self.with_lsn:
+                conn.execute(_FORGET, {"ids": outbox_ids})
+            else:
+                conn.execute(delete(CacheOutbox).where(CacheOutbox.id.in_(outbox_ids)))
+            conn.commit()  # autocommit (PostgreSQL, after the position): nothing more is sent
+            trace.mark("outbox_committed")
+        except (DBAPIError, PoolTimeout) as exc:
+            self.pending = True
+            log.warning("outbox rows of a done invalidation kept for the drain: %s", type(exc).__name__)
 
     def mark_pending(self) -> None:
         """The store came back: drain the outbox before the next cached read."""
@@ -284,7 +316,7 @@ class Invalidator:
             names = sorted({name for row in rows for name in row[1].split()})
             # Read with the rows: at or past the commit of every one of them.
             lsn = max(int(row[2]) for row in rows) if self.with_lsn else 0
-            if not self._bump([generation_key(n) for n in names], names, lsn, force=False):
+            if not self._bump([generation_key(n) for n in names], names, lsn, False, None):
                 return False
             conn.execute(delete(CacheOutbox).where(CacheOutbox.id.in_([row[0] for row in rows])))
         log.info("cache outbox drained: %d rows, %d namespaces", len(rows), len(names))
@@ -324,6 +356,9 @@ class Invalidation:
     # Run after every commit, once its invalidations were applied (app/push rings its doorbell
     # there: a client that reacts to an event must read the new pages).
     _committed: list[Callable[[Session], None]] = []
+    # Asked after every commit, before its invalidations: a message for the store to PUBLISH with
+    # the bump (app/push's doorbell; None: nothing to announce).
+    _announcer: Callable[[Session], Announcement | None] | None = None
 
     def init_app(self, app: Flask, engine: Any) -> None:
         app.extensions[self.key] = Invalidator(engine, float(app.config["CACHE_INVALIDATION_WAIT"]))
@@ -340,16 +375,29 @@ class Invalidation:
         invalidator: Invalidator = (app or current_app).extensions[self.key]
         return invalidator
 
-    def after_commit(self, hook: Callable[[Session], None]) -> None:
-        """Call `hook(session)` after each commit, once its invalidations were applied."""
+    def after_commit(
+        self, hook: Callable[[Session], None], announcer: Callable[[Session], Announcement | None] | None = None
+    ) -> None:
+        """Call `hook(session)` after each commit, once its invalidations were applied (before the
+        outbox rows are deleted); `announcer(session)`, before them: what the store PUBLISHes with
+        the bump (one announcer per process)."""
         Invalidation._committed.append(hook)
+        if announcer is not None:
+            Invalidation._announcer = announcer
 
     def _after_commit(self, session: Session) -> None:
         trace.mark("committed")
         session.info.pop(_DB_COMMITTING, None)
         names = session.info.pop(_NAMESPACES, None)
         outbox_ids = session.info.pop(_OUTBOX_IDS, [])
+        announcer = Invalidation._announcer
+        announce = announcer(session) if announcer is not None else None
+
+        def hooks() -> None:
+            for hook in Invalidation._committed:
+                hook(session)
+
         if names:
-            self.invalidator().apply(names, outbox_ids)
-        for hook in Invalidation._committed:
-            hook(session)
+            self.invalidator().apply(names, outbox_ids, announce, hooks)
+        else:
+            hooks()

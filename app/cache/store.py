@@ -51,6 +51,15 @@ class Lookup(NamedTuple):
     lsns: list[bytes | None] | None = None  # no entry: the LSN keys asked for, read in the same step
 
 
+class Announcement(Protocol):
+    """A message the store PUBLISHes once it has taken a bump (RedisStore.incr), and whether it did:
+    app/push's doorbell, rung in the round trip that already serves as the near counters' barrier."""
+
+    channel: str
+    message: bytes
+    sent: bool
+
+
 class Store(Protocol):
     primary: Primary | None  # None: in-process, one dataset for the life of the process
 
@@ -62,7 +71,15 @@ class Store(Protocol):
     def peek(self, key: str, lock: str) -> tuple[bytes | None, bool] | None: ...
     def add(self, key: str, value: bytes, ttl: float) -> bool: ...
     def delete(self, key: str) -> None: ...
-    def incr(self, keys: Sequence[str], lsn_keys: Sequence[str] = (), lsn: int = 0, *, force: bool = False) -> bool: ...
+    def incr(
+        self,
+        keys: Sequence[str],
+        lsn_keys: Sequence[str] = (),
+        lsn: int = 0,
+        *,
+        force: bool = False,
+        announce: Announcement | None = None,
+    ) -> bool: ...
     def lsns(self, keys: Sequence[str]) -> list[bytes | None] | None: ...
     def ping(self) -> bool: ...
     def available(self) -> bool: ...
@@ -287,25 +304,36 @@ class RedisStore:
     def delete(self, key: str) -> None:
         self._call(lambda: self.client.delete(key), None)
 
-    def incr(self, keys: Sequence[str], lsn_keys: Sequence[str] = (), lsn: int = 0, *, force: bool = False) -> bool:
+    def incr(
+        self,
+        keys: Sequence[str],
+        lsn_keys: Sequence[str] = (),
+        lsn: int = 0,
+        *,
+        force: bool = False,
+        announce: Announcement | None = None,
+    ) -> bool:
         """INCR each key and raise each LSN key to `lsn` (when > 0), atomically. `force`: past an
-        open breaker (a writer retrying its invalidation)."""
+        open breaker (a writer retrying its invalidation). `announce`: PUBLISHed once the bump is
+        taken (and replicated, with WAIT), in place of the barrier PING; `announce.sent` says so."""
 
         def bump() -> bool:
-            if lsn > 0:
-                self._bump(keys=[*keys, *lsn_keys], args=[lsn])
-            else:
-                self._bump(keys=list(keys), args=[0])
+            self._script(self._bump, [*keys, *lsn_keys] if lsn > 0 else keys, [lsn if lsn > 0 else 0])
             if self.wait_replicas:
                 acked = self.client.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
                 if int(acked) < self.wait_replicas:  # not on a replica: a failover could lose it
                     CACHE_ERRORS.labels("WaitTimeout").inc()
                     return False
-            if self.near is not None:
-                # Barrier for the near counters (app/cache/near.py): Redis writes the tracking
-                # pushes of these INCRs in the same event-loop turn as their reply, possibly just
-                # after it. A command sent after that reply is served in a later turn, so once its
-                # answer is back every push has been written to every process's socket.
+            # Barrier for the near counters (app/cache/near.py): Redis writes the tracking pushes of
+            # these INCRs in the same event-loop turn as their reply, possibly just after it. A
+            # command sent after that reply is served in a later turn, so once its answer is back
+            # every push has been written to every process's socket. An announcement is that
+            # command when there is one: one round trip fewer for a write that rings the doorbell,
+            # and no subscriber hears the doorbell before the pushes are on every socket.
+            if announce is not None:
+                self.client.publish(announce.channel, announce.message)
+                announce.sent = True
+            elif self.near is not None:
                 self.client.ping()
             return True
 
@@ -386,7 +414,15 @@ class LocalStore:
         with self._lock:
             self._data.pop(key, None)
 
-    def incr(self, keys: Sequence[str], lsn_keys: Sequence[str] = (), lsn: int = 0, *, force: bool = False) -> bool:
+    def incr(
+        self,
+        keys: Sequence[str],
+        lsn_keys: Sequence[str] = (),
+        lsn: int = 0,
+        *,
+        force: bool = False,
+        announce: Announcement | None = None,  # one process: nobody to announce to (never sent)
+    ) -> bool:
         with self._lock:
             now = time.monotonic()
             for key in keys:

@@ -19,13 +19,14 @@ from sqlalchemy.orm import Session
 
 from app.observability import push_trace as trace
 from app.push import events
-from app.push.hub import Hub, InvalidPosition, PositionCodec, Publisher
+from app.push.hub import Doorbell, Hub, InvalidPosition, PositionCodec, Publisher
 from app.push.streams import StreamSlots, direct_socket, event_stream
 from app.push.websub import WebSub
 from app.urls import ROOT_URL
 
 __all__ = ["InvalidPosition", "Push", "PushState"]
 _WEBSUB = "push.websub"  # session.info: this transaction wrote WebSub outbox rows
+_DOORBELL = "push.doorbell"  # session.info: the committed transaction's doorbell, not rung yet
 
 
 class PushState:
@@ -75,7 +76,7 @@ class Push:
     key = "push"
     _listening = False
 
-    def init_app(self, app: Flask, engine: Any, after_commit: Callable[[Callable[[Session], None]], None]) -> None:
+    def init_app(self, app: Flask, engine: Any, after_commit: Callable[..., None]) -> None:
         app.extensions[self.key] = PushState(app, engine)
         if not Push._listening:
             from flask_sqlalchemy.session import Session as session_class
@@ -83,7 +84,9 @@ class Push:
             event.listen(session_class, "after_flush", events.after_flush)
             event.listen(session_class, "before_commit", self._before_commit)
             event.listen(session_class, "after_rollback", self._after_rollback)
-            after_commit(self._after_commit)  # after the cache generations were bumped
+            # The doorbell is made before the cache generations are bumped (the page cache's store
+            # PUBLISHes it with the bump: app/cache/invalidation.py) and rung after.
+            after_commit(self._after_commit, self._doorbell)
             Push._listening = True
 
     def state(self, app: Flask | None = None) -> PushState:
@@ -97,11 +100,18 @@ class Push:
             session.info[_WEBSUB] = True
         trace.mark("commit_sent")  # the last before_commit listener: the COMMIT goes next
 
-    def _after_commit(self, session: Session) -> None:
+    def _doorbell(self, session: Session) -> Doorbell | None:
         done = events.committed(session)
-        if done is not None:
-            self.state().publisher.publish(*done)
-            trace.end([row[0] for row in done[1]])
+        if done is None:
+            return None
+        bell = session.info[_DOORBELL] = self.state().publisher.doorbell(*done)
+        return bell
+
+    def _after_commit(self, session: Session) -> None:
+        bell: Doorbell | None = session.info.pop(_DOORBELL, None)
+        if bell is not None:
+            self.state().publisher.publish(bell)
+            trace.end([row[0] for row in bell.batch])
         if session.info.pop(_WEBSUB, False):
             self.state().websub.poke()  # the drain loop announces; the write does not wait for the hub
 

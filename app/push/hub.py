@@ -467,6 +467,19 @@ def _carried(message: dict[str, Any]) -> list[Any] | None:
     return batch if isinstance(batch, list) and batch else None
 
 
+@dataclass(slots=True)
+class Doorbell:
+    """What a commit rings (Publisher.doorbell): the store PUBLISHes it with the write's cache bump
+    when it can (app/cache/store.py: Announcement), the Publisher otherwise."""
+
+    position: int  # the highest event id the commit made durable
+    batch: list[Any]  # its events, [id, kind, scopes, data] in id order
+    carried: list[Any] | None  # the ones the message carries (None: too many; the hubs fetch)
+    message: bytes
+    channel: str = CHANNEL
+    sent: bool = False  # PUBLISHed by the page cache's store
+
+
 class Publisher:
     """Rings every process's doorbell after a commit that wrote events: Redis PUBLISH, or
     PostgreSQL NOTIFY when Redis cannot take it; and this process's hub directly."""
@@ -476,27 +489,34 @@ class Publisher:
         self.client = redis_client(config)
         self.breaker = CircuitBreaker(config["CACHE_BREAKER_THRESHOLD"], config["CACHE_BREAKER_COOLDOWN"])
 
-    def publish(self, position: int, batch: list[Any] | None = None) -> str:
-        """How the doorbell was rung: redis, postgres or local (this process only). `batch`: the
-        commit's events, [id, kind, scopes, data] in id order, carried in the PUBLISH (up to
-        _CARRIED) so that no process has to read them back. The other processes' first: once rung,
-        this process's hub writes to all its streams in one pass of the gevent loop, and a PUBLISH
-        still waiting for its reply waited for all of it (traced: bumped -> published p50 131 ms
-        against 8 ms, 270 streams, a busy machine)."""
+    @staticmethod
+    def doorbell(position: int, batch: list[Any]) -> Doorbell:
+        """A commit's doorbell: `batch`, its events, [id, kind, scopes, data] in id order, carried in
+        the message (up to _CARRIED) so that no process has to read them back."""
         carried = batch if batch and len(batch) <= _CARRIED and batch[-1][0] == position else None
+        message = orjson.dumps({"p": position, "e": carried}) if carried else str(position).encode()
+        return Doorbell(position, batch, carried, message)
+
+    def publish(self, bell: Doorbell) -> str:
+        """How the doorbell was rung: redis, postgres or local (this process only). Usually the
+        page cache's store has PUBLISHed it already, with the write's bump (`bell.sent`). The other
+        processes' first: once rung, this process's hub writes to all its streams in one pass of the
+        gevent loop, and a PUBLISH still waiting for its reply waited for all of it (traced: bumped ->
+        published p50 131 ms against 8 ms, 270 streams, a busy machine)."""
         try:
-            return self._ring_others(position, carried)
+            return "redis" if bell.sent else self._ring_others(bell)
         finally:
-            if carried:
-                self.hub.ring(carried)
+            if bell.carried:
+                self.hub.ring(bell.carried)
             else:
                 self.hub.poke()
             trace.mark("rung")
 
-    def _ring_others(self, position: int, carried: list[Any] | None) -> str:
+    def _ring_others(self, bell: Doorbell) -> str:
+        position = bell.position
         if self.client is not None and self.breaker.allow():
             try:
-                message = orjson.dumps({"p": position, "e": carried}) if carried else str(position)
+                message = bell.message
                 trace.mark("publish_sent")
                 self.client.publish(CHANNEL, message)
                 trace.mark("published")

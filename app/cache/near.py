@@ -6,9 +6,10 @@ connection per process asks Redis (CLIENT TRACKING ON BCAST) to push an invalida
 key under the counter prefixes whenever one changes. Every read first applies the pushes
 that have already arrived (a non-blocking poll, about 1 µs), then answers from its copies.
 Redis writes the push in the same event-loop turn as the writer's INCR reply, sometimes just
-after it; so the writer follows its INCRs with a PING (RedisStore.incr), which Redis serves in
-a later turn: when the PONG is back, the push is on every process's socket, before the write is
-acknowledged and before any later request can look.
+after it; so the writer follows its INCRs with a PING (RedisStore.incr; the push doorbell's
+PUBLISH instead, when the write has events), which Redis serves in a later turn: when its reply
+is back, the push is on every process's socket, before the write is acknowledged, before any
+subscriber hears the doorbell and before any later request can look.
 
 The tracking connection is made like every other (app/cache/discovery.py: through Sentinel
 when configured, checked to be the primary); a new connection starts with no copies, and a

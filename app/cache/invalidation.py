@@ -264,7 +264,12 @@ class Invalidator:
                 conn.execution_options(isolation_level="AUTOCOMMIT")
                 lsn = int(conn.execute(_WAL_POSITION).scalar_one())
             trace.mark("outbox_sql")
-            if self._bump(keys, ordered, lsn, False, announce):
+            # Forced: tried even while this process's breaker is open. The breaker spares reads a
+            # wait on a store that is down; a write that skipped its bump while the store was back
+            # (the breaker still cooling down) left other processes serving pre-write pages until a
+            # drain swept its outbox rows (the chaos run's redis-kill: a feed without an
+            # acknowledged post 1.0-1.7 s after its create).
+            if self._bump(keys, ordered, lsn, True, announce):
                 trace.mark("bumped")
                 # The hooks (app/push rings this process's hub, or the others' doorbell when the
                 # store did not) before the outbox rows are deleted: from the write's COMMIT to its

@@ -98,8 +98,34 @@ def test_the_doorbell_is_the_bumps_barrier_and_comes_before_the_outbox_commit(
     listener.close()
 
 
+def test_a_write_bumps_through_an_open_breaker_and_rings_the_doorbell_with_it(
+    make_app: Callable[..., Flask], round_trips: Callable[[Flask], list[str]]
+) -> None:
+    """The store answers, but this process's breaker is still cooling down from an outage: the write
+    tries the store all the same (a write that skipped its bump left other processes serving pages
+    without it until a drain swept the outbox)."""
+    app = make_app()
+    author, category = an_author(app), a_category(app)
+    create(app, author, "Warm-up: the pools hold their connections", category)
+    invalidator = invalidation.invalidator(app)
+    assert invalidator.store is not None
+    breaker = invalidator.store.breaker  # type: ignore[attr-defined]
+    breaker.failures, breaker.opened_at = breaker.threshold, float("inf")  # open for good
+    invalidator.retry_for = 0.0
+    seen = round_trips(app)
+
+    create(app, author, "Bumped through an open breaker", category)
+
+    committed = seen.index("COMMIT", next(i for i, s in enumerate(seen) if s.startswith("INSERT INTO post_events")))
+    assert seen[committed + 2 : committed + 4] == ["redis EVALSHA", "redis PUBLISH"], seen[committed:]
+    assert seen[committed:].count("redis PUBLISH") == 1, seen[committed:]
+    with app.app_context():
+        assert db.session.execute(text("SELECT count(*) FROM cache_outbox")).scalar() == 0
+        db.session.remove()
+
+
 def test_without_the_store_the_publisher_still_rings_the_doorbell(
-    make_app: Callable[..., Flask], round_trips: Callable[[Flask], list[str]], redis_server: Any
+    make_app: Callable[..., Flask], round_trips: Callable[[Flask], list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A store that cannot take the bump sends no doorbell with it: the write's own hook rings it
     (Redis when the Publisher's breaker lets it, PostgreSQL NOTIFY otherwise)."""
@@ -108,10 +134,13 @@ def test_without_the_store_the_publisher_still_rings_the_doorbell(
     assert push.state(app).publisher.client is not None
     invalidator = invalidation.invalidator(app)
     assert invalidator.store is not None
-    invalidator.store.breaker.failures = invalidator.store.breaker.threshold  # open: no bump now
-    invalidator.store.breaker.opened_at = float("inf")
     invalidator.retry_for = 0.0
     create(app, author, "Warm-up: the pools hold their connections", category)
+
+    def unreachable(*_: Any) -> Any:
+        raise redis.ConnectionError("the store is down")
+
+    monkeypatch.setattr(invalidator.store, "_script", unreachable)
     seen = round_trips(app)
 
     create(app, author, "Rung by the publisher", category)
@@ -119,3 +148,4 @@ def test_without_the_store_the_publisher_still_rings_the_doorbell(
     committed = seen.index("COMMIT", next(i for i, s in enumerate(seen) if s.startswith("INSERT INTO post_events")))
     assert "redis EVALSHA" not in seen[committed:], seen[committed:]
     assert seen[committed:].count("redis PUBLISH") == 1, seen[committed:]
+    assert invalidator.pending  # the rows stay for the drain
